@@ -1,0 +1,37 @@
+# One command each, on a fresh machine: `make demo` and `make test`.
+# Both create .venv and install what they need (torch as the local CPU wheel).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH_PIN ?= torch==2.13.0
+DEMO   ?= build/demo
+
+.PHONY: demo test bench install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	rm -rf $(DEMO)
+	$(PY) -m packer.examples $(DEMO)/src --classes 10 --per-class 60
+	$(PY) -m packer build $(DEMO)/src $(DEMO)/shards --shard-size 1MB
+	$(PY) -m packer info $(DEMO)/shards
+	$(PY) -m packer verify $(DEMO)/shards --quiet
+	@echo "first members of $(DEMO)/shards/shard-000000.tar:"
+	@tar -tvf $(DEMO)/shards/shard-000000.tar | head -n 6
+	@ls -l $(DEMO)/shards
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) scripts/bench_pack.py
+
+clean:
+	rm -rf build $(VENV) .pytest_cache

@@ -1,0 +1,193 @@
+"""Command line: parse arguments, call the library, map errors to exit codes.
+
+Exit codes: 0 ok, 1 failure (bad data, failed check), 2 usage (arguments
+that cannot work).  A user mistake never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+from . import __version__
+from .errors import PackerError, UsageError
+
+_BUILD_EPILOG = """\
+examples:
+  python -m packer build train/ shards/                  # 256 MB shards
+  python -m packer build train/ shards/ --num-shards 64  # exactly 64 shards
+  python -m packer build rows/ shards/ --shard-size 1GiB --workers 8
+
+Each file SRC/a/b/x.jpg becomes member a/b/x.jpg of sample a/b/x; files that
+share a path without extension form one sample.  Dots in the stem are written
+as %2E and '%' as %25 so WebDataset readers split names correctly
+(IMG_1.v2.jpg -> IMG_1%2Ev2.jpg); see docs/format.md.  Hidden files, files
+without extension, symlinks to directories and special files are skipped and
+listed in index.json.  Output: DST/shard-NNNNNN.tar, DST/index.json (written
+last), DST/index/ (binary per-sample index) and DST/wids.json.
+"""
+
+
+def _size(text: str) -> int:
+    from .units import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m packer",
+        description="Pack many small files into size-balanced, indexed WebDataset tar shards.",
+    )
+    parser.add_argument("--version", action="version", version=f"packer {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    cpus = os.cpu_count() or 1
+
+    build = commands.add_parser(
+        "build",
+        help="pack a directory tree into shards plus an index",
+        description="Pack the files under SRC into size-balanced tar shards plus an index in DST.",
+        epilog=_BUILD_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    build.add_argument("src", metavar="SRC", help="directory tree of source files")
+    build.add_argument("dst", metavar="DST", help="output directory (created; must be empty unless --overwrite)")
+    size = build.add_mutually_exclusive_group()
+    size.add_argument(
+        "--shard-size", type=_size, metavar="SIZE",
+        help="target shard size, counting tar headers and padding; e.g. 256MB, 1GiB, 64000000 "
+        "(default: 256MB). A sample larger than SIZE gets a shard of its own, with a warning.",
+    )
+    size.add_argument("--num-shards", type=_positive_int, metavar="N", help="make exactly N shards of equal size instead")
+    build.add_argument("--seed", type=int, default=0, help="seed of the sample shuffle before the split (default: 0)")
+    build.add_argument(
+        "--no-shuffle", dest="shuffle", action="store_false",
+        help="keep the sorted scan order instead of shuffling (shards then hold e.g. one class each)",
+    )
+    build.add_argument(
+        "--workers", type=_positive_int, default=cpus,
+        help=f"processes writing shards in parallel; output is identical for any value (default: all cores, {cpus})",
+    )
+    build.add_argument(
+        "--key-rule", choices=("last-dot", "first-dot"), default="last-dot",
+        help="where a file's extension starts: after the last dot of its name (x.v2.jpg -> sample x.v2, "
+        "extension jpg) or after the first (x.seg.png -> sample x, extension seg.png, for trees already "
+        "laid out WebDataset-style) (default: last-dot)",
+    )
+    build.add_argument("--include-hidden", action="store_true", help="pack files and directories whose names start with '.' (default: skip and list them)")
+    build.add_argument(
+        "--on-error", choices=("stop", "skip"), default="stop",
+        help="on an unreadable, vanished, changed or badly named file: stop with an error, or skip the "
+        "sample and list it in index.json (default: stop)",
+    )
+    build.add_argument("--overwrite", action="store_true", help="replace a previous build in DST (refuses to delete anything else)")
+    build.add_argument("--prefix", default="shard", help="shard file name prefix: PREFIX-000000.tar (default: shard)")
+    build.add_argument("--dali-index", action="store_true", help="also write an NVIDIA DALI index (v1.2) beside each shard: PREFIX-000000.idx")
+    build.add_argument("--quiet", "-q", action="store_true", help="no progress bars (the summary is still printed)")
+
+    verify = commands.add_parser(
+        "verify",
+        help="re-hash shards and check the index against the tar headers",
+        description="Re-hash every shard against index.json and check every index entry against the tar "
+        "headers. Exits 1 naming each shard that differs.",
+    )
+    verify.add_argument("dst", metavar="DST", help="a dataset directory made by 'build'")
+    verify.add_argument("--workers", type=_positive_int, default=cpus, help=f"shards checked in parallel (default: all cores, {cpus})")
+    verify.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    info = commands.add_parser("info", help="summarize a dataset", description="Print a summary of a dataset made by 'build'.")
+    info.add_argument("dst", metavar="DST", help="a dataset directory made by 'build'")
+    info.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
+    return parser
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    from .build import BuildOptions, build
+    from .units import format_size
+
+    options = BuildOptions(
+        shard_size=args.shard_size,
+        num_shards=args.num_shards,
+        seed=args.seed,
+        shuffle=args.shuffle,
+        workers=args.workers,
+        key_rule=args.key_rule,
+        include_hidden=args.include_hidden,
+        on_error=args.on_error,
+        overwrite=args.overwrite,
+        dali_index=args.dali_index,
+        prefix=args.prefix,
+        quiet=args.quiet,
+    )
+    report = build(args.src, args.dst, options)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    manifest, sizes = report.manifest, report.shard_sizes
+    rate = report.source_bytes / max(report.seconds, 1e-9)
+    print(
+        f"packed {manifest['num_samples']:,} samples ({manifest['num_members']:,} files, "
+        f"{format_size(report.source_bytes)}) into {len(sizes):,} shard{'s' if len(sizes) != 1 else ''} in {args.dst} "
+        f"in {report.seconds:.2f} s ({format_size(rate)}/s)"
+    )
+    print(f"shard sizes {format_size(min(sizes))} .. {format_size(max(sizes))} (max/min {max(sizes) / min(sizes):.3f})")
+    if manifest["skipped"]:
+        first = manifest["skipped"][0]
+        print(
+            f"skipped {len(manifest['skipped']):,} entries, e.g. {first['path']} ({first['reason']}); "
+            f"all are listed under \"skipped\" in {os.path.join(args.dst, 'index.json')}"
+        )
+    return 0
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from .verify import verify_dataset
+
+    problems = verify_dataset(args.dst, workers=args.workers, quiet=args.quiet)
+    for problem in problems:
+        print(f"FAILED {problem}", file=sys.stderr)
+    if problems:
+        bad = len({p.split(":", 1)[0] for p in problems})
+        print(f"verify: {bad} shard(s) differ from the index", file=sys.stderr)
+        return 1
+    print(f"verify: {args.dst} is intact")
+    return 0
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from .info import format_summary, summarize
+
+    summary = summarize(args.dst)
+    print(json.dumps(summary, indent=1, ensure_ascii=False) if args.json else format_summary(summary))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"build": _run_build, "verify": _run_verify, "info": _run_info}[args.command](args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except PackerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

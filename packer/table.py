@@ -1,0 +1,160 @@
+"""SampleTable: every sample's key and members, held as flat numpy arrays.
+
+A tree of a hundred million files cannot be held as Python objects per file,
+and DataLoader workers must be able to share per-sample data without copying
+it, so samples live in columns: a key blob with offsets, and members in CSR
+form (the members of sample ``i`` are rows ``sample_members[i]`` to
+``sample_members[i + 1]`` of the member columns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from .names import member_name, source_path
+from .tarfmt import BLOCK
+
+_GATHER_CHUNK = 1 << 20
+
+
+def ext_dtype(num_extensions: int) -> np.dtype:
+    """Narrowest unsigned type for extension ids (uint16 unless there are more)."""
+    return np.dtype(np.uint16) if num_extensions <= 0xFFFF else np.dtype(np.uint32)
+
+
+def gather_segments(data: np.ndarray, offsets: np.ndarray, order: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Reorder variable-length segments ``data[offsets[i]:offsets[i+1]]``.
+
+    Returns the new data and offsets.  Works in chunks so memory stays
+    proportional to the output, not to eight bytes per element.
+    """
+    order = np.asarray(order, dtype=np.int64)
+    starts = offsets[:-1].astype(np.int64)[order]
+    lengths = offsets[1:].astype(np.int64)[order] - starts
+    new_offsets = np.zeros(len(order) + 1, dtype=np.uint64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    out = np.empty(int(new_offsets[-1]), dtype=data.dtype)
+    for lo in range(0, len(order), _GATHER_CHUNK):
+        hi = min(lo + _GATHER_CHUNK, len(order))
+        seg_len = lengths[lo:hi]
+        total = int(seg_len.sum())
+        if total == 0:
+            continue
+        out_start = int(new_offsets[lo])
+        seg_out_starts = new_offsets[lo:hi].astype(np.int64) - out_start
+        idx = np.repeat(starts[lo:hi] - seg_out_starts, seg_len) + np.arange(total, dtype=np.int64)
+        out[out_start : out_start + total] = data[idx]
+    return out, new_offsets
+
+
+@dataclass
+class SampleTable:
+    """Samples in a fixed order; see the module docstring for the layout.
+
+    ``member_header_size`` is the tar header bytes (PAX included) each member
+    needs, so sizes and offsets of shards are pure arithmetic.
+    ``member_mtime_ns`` is the source file's modification time (zero when the
+    table did not come from a scan).
+    """
+
+    keys: np.ndarray  # uint8 blob of UTF-8 keys
+    key_offsets: np.ndarray  # uint64[N + 1]
+    sample_members: np.ndarray  # uint64[N + 1]
+    member_ext: np.ndarray  # uint16/uint32[M], index into extensions
+    member_size: np.ndarray  # uint64[M]
+    member_header_size: np.ndarray  # uint32[M]
+    member_mtime_ns: np.ndarray  # int64[M]
+    extensions: List[str] = field(default_factory=list)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.key_offsets) - 1
+
+    @property
+    def num_members(self) -> int:
+        return len(self.member_size)
+
+    def key(self, i: int) -> str:
+        lo, hi = int(self.key_offsets[i]), int(self.key_offsets[i + 1])
+        return bytes(self.keys[lo:hi]).decode("utf-8")
+
+    def members(self, i: int) -> range:
+        return range(int(self.sample_members[i]), int(self.sample_members[i + 1]))
+
+    def member_name(self, i: int, m: int) -> str:
+        return member_name(self.key(i), self.extensions[int(self.member_ext[m])])
+
+    def source_path(self, i: int, m: int) -> str:
+        return source_path(self.key(i), self.extensions[int(self.member_ext[m])])
+
+    def member_spans(self) -> np.ndarray:
+        """Archive bytes of each member: headers, data, padding."""
+        size = self.member_size.astype(np.uint64)
+        return self.member_header_size.astype(np.uint64) + (size + (BLOCK - 1)) // BLOCK * BLOCK
+
+    def sample_bytes(self) -> np.ndarray:
+        """Archive bytes of each sample (sum of its members' spans)."""
+        spans = self.member_spans()
+        per_sample = np.zeros(self.num_samples, dtype=np.uint64)
+        counts = np.diff(self.sample_members.astype(np.int64))
+        nonempty = counts > 0
+        if spans.size:
+            sums = np.add.reduceat(spans, self.sample_members[:-1][nonempty].astype(np.int64))
+            per_sample[nonempty] = sums
+        return per_sample
+
+    def take(self, order: np.ndarray) -> "SampleTable":
+        """A new table holding the samples ``order`` in that order."""
+        keys, key_offsets = gather_segments(self.keys, self.key_offsets, order)
+        member_idx, sample_members = gather_segments(
+            np.arange(self.num_members, dtype=np.int64), self.sample_members, order
+        )
+        return replace(
+            self,
+            keys=keys,
+            key_offsets=key_offsets,
+            sample_members=sample_members,
+            member_ext=self.member_ext[member_idx],
+            member_size=self.member_size[member_idx],
+            member_header_size=self.member_header_size[member_idx],
+            member_mtime_ns=self.member_mtime_ns[member_idx],
+        )
+
+    def arrays(self) -> Dict[str, np.ndarray]:
+        """The columns by name, as saved to disk."""
+        return {
+            "keys": self.keys,
+            "key_offsets": self.key_offsets,
+            "sample_members": self.sample_members,
+            "member_ext": self.member_ext,
+            "member_size": self.member_size,
+            "member_header_size": self.member_header_size,
+            "member_mtime_ns": self.member_mtime_ns,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Dict[str, np.ndarray], extensions: List[str]) -> "SampleTable":
+        return cls(extensions=list(extensions), **{k: arrays[k] for k in cls.__dataclass_fields__ if k != "extensions"})
+
+
+def empty_table() -> SampleTable:
+    return SampleTable(
+        keys=np.zeros(0, np.uint8),
+        key_offsets=np.zeros(1, np.uint64),
+        sample_members=np.zeros(1, np.uint64),
+        member_ext=np.zeros(0, np.uint16),
+        member_size=np.zeros(0, np.uint64),
+        member_header_size=np.zeros(0, np.uint32),
+        member_mtime_ns=np.zeros(0, np.int64),
+    )
+
+
+def keep_samples(table: SampleTable, keep: np.ndarray) -> SampleTable:
+    """Table without the samples whose ``keep`` flag is False (order kept)."""
+    return table.take(np.flatnonzero(keep))
+
+
+__all__ = ["SampleTable", "empty_table", "gather_segments", "keep_samples", "ext_dtype"]
