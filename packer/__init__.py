@@ -10,7 +10,7 @@ from .build import BuildOptions, BuildReport, build, finalize_build, plan_build,
 from .errors import PackerError, UsageError  # noqa: E402
 from .index import FORMAT_NAME, FORMAT_VERSION, IndexFormatError, PackedIndex, read_manifest  # noqa: E402
 from .names import escape_key, member_name, source_path, split_extension, unescape_key  # noqa: E402
-from .plan import plan_shards, shuffle_order, split_balanced  # noqa: E402
+from .plan import assign_balanced, plan_shards, shuffle_order, split_contiguous  # noqa: E402
 from .scan import scan_tree  # noqa: E402
 from .tarfmt import TarFormatError, TarMember, iter_file_members, iter_members  # noqa: E402
 from .units import format_size, parse_size  # noqa: E402
@@ -21,7 +21,7 @@ __all__ = [
     "PackerError", "UsageError", "IndexFormatError",
     "FORMAT_NAME", "FORMAT_VERSION", "PackedIndex", "read_manifest",
     "escape_key", "unescape_key", "member_name", "source_path", "split_extension",
-    "plan_shards", "shuffle_order", "split_balanced", "scan_tree",
+    "plan_shards", "shuffle_order", "assign_balanced", "split_contiguous", "scan_tree",
     "TarFormatError", "TarMember", "iter_members", "iter_file_members",
     "parse_size", "format_size",
 ]

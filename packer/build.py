@@ -211,7 +211,9 @@ def plan_build(src: os.PathLike | str, dst: os.PathLike | str, options: BuildOpt
         _check_dali_names(table)
     order = shuffle_order(table.keys, table.key_offsets, options.seed) if options.shuffle else np.arange(table.num_samples)
     sample_bytes = table.sample_bytes()
-    plan = plan_shards(sample_bytes, order, shard_size=options.shard_size, num_shards=options.num_shards)
+    plan = plan_shards(
+        sample_bytes, order, shard_size=options.shard_size, num_shards=options.num_shards, keep_order=not options.shuffle
+    )
     ordered = table.take(plan.order)
     warnings = []
     for shard in plan.oversized:
