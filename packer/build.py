@@ -199,6 +199,7 @@ def plan_build(src: os.PathLike | str, dst: os.PathLike | str, options: BuildOpt
             include_hidden=options.include_hidden,
             on_error=options.on_error,
             progress=bar.update,
+            workers=options.workers,
         )
     table = scanned.table
     skipped = [{"path": s.path, "reason": s.reason} for s in scanned.skipped]
@@ -252,8 +253,10 @@ def write_planned(
     job = ShardJob(src=meta["source"], dst=str(dst), names=meta["shard_names"], on_error=meta["settings"]["on_error"])
     with progress_bar(quiet, desc="writing", total=total, unit="B", unit_scale=True, unit_divisor=1000) as bar:
 
-        def on_progress(written: int) -> None:
+        def on_progress(written: int, samples: int) -> None:
             bar.update(written - bar.n)
+            if hasattr(bar, "set_postfix_str"):
+                bar.set_postfix_str(f"{samples:,}/{table.num_samples:,} samples", refresh=False)
 
         write_shards(table, bounds, shards, job, workers=workers, on_progress=on_progress)
 

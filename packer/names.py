@@ -43,8 +43,10 @@ def split_extension(basename: str, key_rule: str = "last-dot") -> Optional[Tuple
     Leading dots belong to the stem (``.bashrc`` has no extension), and an
     empty extension (``name.``) counts as none.
     """
-    lead = len(basename) - len(basename.lstrip("."))
-    body = basename[lead:]
+    lead = 0
+    if basename.startswith("."):
+        lead = len(basename) - len(basename.lstrip("."))
+    body = basename[lead:] if lead else basename
     if key_rule == "last-dot":
         dot = body.rfind(".")
     elif key_rule == "first-dot":
@@ -63,16 +65,19 @@ def escape_key(relative_stem: str) -> str:
     its basename, never starts with a ``__...__`` component, and
     :func:`unescape_key` reverses it exactly.
     """
-    key = relative_stem.replace("%", "%25")
-    head, sep, base = key.rpartition("/")
-    key = head + sep + base.replace(".", "%2E")
-    if _WDS_META_RE.match(key):
+    key = relative_stem.replace("%", "%25") if "%" in relative_stem else relative_stem
+    slash = key.rfind("/")
+    if key.find(".", slash + 1) >= 0:
+        key = key[: slash + 1] + key[slash + 1 :].replace(".", "%2E")
+    if key.startswith("__") and _WDS_META_RE.match(key):
         key = "%5F" + key[1:]
     return key
 
 
 def unescape_key(key: str) -> str:
     """Inverse of :func:`escape_key`: the source path without its extension."""
+    if "%" not in key:
+        return key
     return _ESCAPE_RE.sub(lambda m: _UNESCAPE[m.group(1)], key)
 
 

@@ -12,10 +12,14 @@ What happens to each kind of entry (documented in docs/format.md):
   ``include_hidden``;
 * file without an extension, symbolic link to a directory (never followed,
   so loops cannot happen), FIFO/socket/device: skipped and reported;
-* unreadable file, broken or looping symbolic link, name that is not valid
-  UTF-8, two files of one sample whose extensions differ only in case (the
-  readers lowercase extensions): an error, or with ``on_error="skip"``
-  skipped and reported.
+* broken or looping symbolic link, name that is not valid UTF-8, two files
+  of one sample whose extensions differ only in case (the readers lowercase
+  extensions): an error, or with ``on_error="skip"`` skipped and reported.
+
+A file that cannot be read is found when it is read (see ``write``), not
+here: checking permissions during the scan would cost a system call per
+file, and the write step must handle files that change after the scan
+anyway.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import numpy as np
 
 from .errors import PackerError
 from .names import escape_key, split_extension
-from .table import SampleTable, ext_dtype
+from .table import SampleTable, concat_tables, ext_dtype
 from .tarfmt import member_header_size
 
 ON_ERROR_CHOICES = ("stop", "skip")
@@ -115,86 +119,87 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def scan_tree(
-    src: os.PathLike | str,
-    *,
-    key_rule: str = "last-dot",
-    include_hidden: bool = False,
-    on_error: str = "stop",
-    progress: Optional[Callable[[int], None]] = None,
-) -> ScanResult:
-    """Walk ``src`` and group its files into samples.
+@dataclass(frozen=True)
+class _Rules:
+    key_rule: str
+    include_hidden: bool
+    on_error: str
 
-    ``progress(n)`` is called with the number of entries seen in each
-    directory, for a progress bar.  Raises :class:`PackerError` naming the
-    path on the first bad entry unless ``on_error == "skip"``.
-    """
-    if on_error not in ON_ERROR_CHOICES:
-        raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
-    root = Path(src)
-    collector = _Collector()
-    result = ScanResult(table=None)  # type: ignore[arg-type]
 
-    def fail(rel: str, reason: str) -> None:
-        if on_error == "skip":
-            result.skipped.append(Skipped(rel, reason))
+class _Walker:
+    """Scans directories into one collector, in the documented order."""
+
+    def __init__(self, root: Path, rules: _Rules) -> None:
+        self.root = root
+        self.rules = rules
+        self.collector = _Collector()
+        self.result = ScanResult(table=None)  # type: ignore[arg-type]
+        self.entries_seen = 0
+
+    def fail(self, rel: str, reason: str) -> None:
+        if self.rules.on_error == "skip":
+            self.result.skipped.append(Skipped(rel, reason))
         else:
-            raise PackerError(f"{root / rel}: {reason} (use --on-error skip to leave it out)")
+            raise PackerError(f"{self.root / rel}: {reason} (use --on-error skip to leave it out)")
 
-    stack: List[str] = [""]  # relative directory paths, "" for the root
-    while stack:
-        rel_dir = stack.pop()
-        abs_dir = os.path.join(root, rel_dir) if rel_dir else str(root)
+    def walk(self, rel_dir: str, recursive: bool, progress: Optional[Callable[[int], None]] = None) -> None:
+        """Scan ``rel_dir`` ('' or ending in '/'), and below it if ``recursive``."""
+        stack = [rel_dir]
+        while stack:
+            subdirs = self.directory(stack.pop())
+            if progress is not None:
+                progress(self.entries_seen)
+                self.entries_seen = 0
+            if recursive:
+                stack.extend(reversed(subdirs))
+
+    def directory(self, rel_dir: str) -> List[str]:
+        """Collect one directory's samples; return its subdirectories to visit."""
+        rules, skipped = self.rules, self.result.skipped
+        abs_dir = os.path.join(self.root, rel_dir) if rel_dir else str(self.root)
         try:
             with os.scandir(abs_dir) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            fail(rel_dir or ".", f"cannot list directory: {exc.strerror}")
-            continue
-        if progress is not None:
-            progress(len(entries))
+            self.fail(rel_dir or ".", f"cannot list directory: {exc.strerror}")
+            return []
+        self.entries_seen += len(entries)
         groups: Dict[str, List[Tuple[str, int, int, str]]] = {}
         subdirs: List[str] = []
         for entry in entries:
             name = entry.name
             rel = rel_dir + name
-            if not _is_utf8(name):
-                fail(rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"), "name is not valid UTF-8")
+            if not name.isascii() and not _is_utf8(name):
+                self.fail(rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"), "name is not valid UTF-8")
                 continue
-            if name.startswith(".") and not include_hidden:
-                result.skipped.append(Skipped(rel, "hidden"))
+            if name.startswith(".") and not rules.include_hidden:
+                skipped.append(Skipped(rel, "hidden"))
                 continue
             is_link = False
             try:
                 is_link = entry.is_symlink()
                 st = entry.stat(follow_symlinks=True)
             except FileNotFoundError:
-                if is_link:
-                    fail(rel, "broken symbolic link")
-                else:
-                    fail(rel, "vanished while scanning")
+                self.fail(rel, "broken symbolic link" if is_link else "vanished while scanning")
                 continue
             except OSError as exc:
-                fail(rel, f"looping symbolic link ({exc.strerror})" if is_link else f"cannot stat: {exc.strerror}")
+                self.fail(rel, f"looping symbolic link ({exc.strerror})" if is_link else f"cannot stat: {exc.strerror}")
                 continue
             if statmod.S_ISDIR(st.st_mode):
                 if is_link:
-                    result.skipped.append(Skipped(rel, "symbolic link to a directory (not followed)"))
+                    skipped.append(Skipped(rel, "symbolic link to a directory (not followed)"))
                 else:
                     subdirs.append(rel + "/")
                 continue
             if not statmod.S_ISREG(st.st_mode):
-                result.skipped.append(Skipped(rel, f"not a regular file ({_kind(st.st_mode)})"))
+                skipped.append(Skipped(rel, f"not a regular file ({_kind(st.st_mode)})"))
                 continue
-            parts = split_extension(name, key_rule)
+            parts = split_extension(name, rules.key_rule)
             if parts is None:
-                result.skipped.append(Skipped(rel, "no extension"))
-                continue
-            if not os.access(entry.path, os.R_OK):
-                fail(rel, "permission denied")
+                skipped.append(Skipped(rel, "no extension"))
                 continue
             if is_link:
-                result.symlinks_followed += 1
+                self.result.symlinks_followed += 1
             stem, ext = parts
             groups.setdefault(stem, []).append((ext, st.st_size, st.st_mtime_ns, rel))
         for stem in sorted(groups):
@@ -204,11 +209,96 @@ def scan_tree(
             for ext, size, mtime_ns, rel in members:
                 folded = ext.lower()
                 if folded in seen:
-                    fail(rel, f"extension differs only in case from {seen[folded]} (readers lowercase extensions)")
+                    self.fail(rel, f"extension differs only in case from {seen[folded]} (readers lowercase extensions)")
                     continue
                 seen[folded] = rel
                 kept.append((ext, size, mtime_ns))
-            collector.add_sample(escape_key(rel_dir + stem), kept)
-        stack.extend(reversed(subdirs))
-    result.table = collector.table()
+            self.collector.add_sample(escape_key(rel_dir + stem), kept)
+        return subdirs
+
+    def finish(self) -> ScanResult:
+        self.result.table = self.collector.table()
+        return self.result
+
+
+def _work_units(root: Path, include_hidden: bool, wanted: int) -> List[Tuple[str, bool]]:
+    """Split the tree into independent pieces for parallel scanning.
+
+    Breadth-first from the root: a listed directory becomes a files-only
+    unit and its subdirectories become candidates, until there are enough
+    units; the remaining candidates are scanned whole.  Units are returned
+    in scan order: sorting by path components puts a directory's own files
+    before its subdirectories, depth-first, as the serial walk does.
+    """
+    queue = [""]
+    units: List[Tuple[str, bool]] = []
+    while queue and len(units) + len(queue) < wanted:
+        rel_dir = queue.pop(0)
+        units.append((rel_dir, False))
+        try:
+            with os.scandir(os.path.join(root, rel_dir)) as it:
+                names = sorted(
+                    e.name
+                    for e in it
+                    if e.is_dir(follow_symlinks=False)
+                    and (include_hidden or not e.name.startswith("."))
+                    and (e.name.isascii() or _is_utf8(e.name))
+                )
+        except OSError:
+            continue  # the unit's own walk reports it
+        queue.extend(rel_dir + name + "/" for name in names)
+    units.extend((rel_dir, True) for rel_dir in queue)
+    return sorted(units, key=lambda unit: unit[0].split("/"))
+
+
+def _scan_unit(root: str, rules: _Rules, rel_dir: str, recursive: bool) -> ScanResult:
+    walker = _Walker(Path(root), rules)
+    walker.walk(rel_dir, recursive)
+    result = walker.finish()
+    result.entries_seen = walker.entries_seen  # type: ignore[attr-defined]
     return result
+
+
+def scan_tree(
+    src: os.PathLike | str,
+    *,
+    key_rule: str = "last-dot",
+    include_hidden: bool = False,
+    on_error: str = "stop",
+    progress: Optional[Callable[[int], None]] = None,
+    workers: int = 1,
+) -> ScanResult:
+    """Walk ``src`` and group its files into samples.
+
+    With ``workers > 1`` subtrees are scanned in parallel processes and
+    merged; the result is identical to a serial scan.  ``progress(n)`` is
+    called with the number of directory entries seen since the last call.
+    Raises :class:`PackerError` naming the path of the first bad entry (in
+    scan order) unless ``on_error == "skip"``.
+    """
+    if on_error not in ON_ERROR_CHOICES:
+        raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
+    root = Path(src)
+    rules = _Rules(key_rule, include_hidden, on_error)
+    units = _work_units(root, include_hidden, 8 * workers) if workers > 1 else []
+    if len(units) < 2:
+        walker = _Walker(root, rules)
+        walker.walk("", True, progress)
+        return walker.finish()
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .write import process_context
+
+    parts: List[ScanResult] = []
+    with ProcessPoolExecutor(min(workers, len(units)), mp_context=process_context()) as pool:
+        futures = [pool.submit(_scan_unit, str(root), rules, rel_dir, recursive) for rel_dir, recursive in units]
+        for future in futures:  # in scan order, so the first error raised is the serial one
+            part = future.result()
+            if progress is not None:
+                progress(part.entries_seen)  # type: ignore[attr-defined]
+            parts.append(part)
+    return ScanResult(
+        table=concat_tables([p.table for p in parts]),
+        skipped=[s for p in parts for s in p.skipped],
+        symlinks_followed=sum(p.symlinks_followed for p in parts),
+    )

@@ -152,9 +152,39 @@ def empty_table() -> SampleTable:
     )
 
 
+def concat_tables(tables: List[SampleTable]) -> SampleTable:
+    """One table holding the samples of ``tables`` in turn.
+
+    Extension ids are remapped onto the sorted union of all extensions.
+    """
+    if not tables:
+        return empty_table()
+    extensions = sorted({e for t in tables for e in t.extensions})
+    position = {e: i for i, e in enumerate(extensions)}
+    key_offsets, sample_members, member_ext = [np.zeros(1, np.uint64)], [np.zeros(1, np.uint64)], []
+    key_base = member_base = 0
+    for t in tables:
+        key_offsets.append(np.asarray(t.key_offsets[1:], dtype=np.uint64) + np.uint64(key_base))
+        sample_members.append(np.asarray(t.sample_members[1:], dtype=np.uint64) + np.uint64(member_base))
+        remap = np.array([position[e] for e in t.extensions] or [0], dtype=np.int64)
+        member_ext.append(remap[np.asarray(t.member_ext, dtype=np.int64)])
+        key_base += len(t.keys)
+        member_base += t.num_members
+    return SampleTable(
+        keys=np.concatenate([t.keys for t in tables]).astype(np.uint8),
+        key_offsets=np.concatenate(key_offsets),
+        sample_members=np.concatenate(sample_members),
+        member_ext=np.concatenate(member_ext).astype(ext_dtype(len(extensions))),
+        member_size=np.concatenate([t.member_size for t in tables]).astype(np.uint64),
+        member_header_size=np.concatenate([t.member_header_size for t in tables]).astype(np.uint32),
+        member_mtime_ns=np.concatenate([t.member_mtime_ns for t in tables]).astype(np.int64),
+        extensions=extensions,
+    )
+
+
 def keep_samples(table: SampleTable, keep: np.ndarray) -> SampleTable:
     """Table without the samples whose ``keep`` flag is False (order kept)."""
     return table.take(np.flatnonzero(keep))
 
 
-__all__ = ["SampleTable", "empty_table", "gather_segments", "keep_samples", "ext_dtype"]
+__all__ = ["SampleTable", "concat_tables", "empty_table", "gather_segments", "keep_samples", "ext_dtype"]

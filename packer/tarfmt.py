@@ -36,6 +36,8 @@ _TAIL = (
     + bytes(12)  # padding to 512
 )
 _FIXED_SUM = sum(_MODE_UID_GID) + sum(_MTIME) + sum(_TAIL) + 8 * ord(" ")
+_FIXED_SUM_REGULAR = _FIXED_SUM + ord("0")
+_REGULAR_TAIL = b"0" + _TAIL
 
 
 class TarFormatError(ValueError):
@@ -83,8 +85,11 @@ def _ustar_header(name: bytes, size: int, typeflag: bytes = b"0") -> bytes:
 
 def member_header(name: bytes, size: int) -> bytes:
     """All header bytes written before a regular member's data."""
-    if not _needs_pax(name, size):
-        return _ustar_header(name, size)
+    if len(name) <= 100 and size <= _MAX_OCTAL_SIZE and name.isascii():
+        # Inlined _ustar_header: this runs once per member on the hot path.
+        size_field = b"%011o\x00" % size
+        checksum = _FIXED_SUM_REGULAR + sum(name) + sum(size_field)
+        return name + bytes(100 - len(name)) + _MODE_UID_GID + size_field + _MTIME + (b"%06o\x00 " % checksum) + _REGULAR_TAIL
     records = _pax_records(name, size)
     fallback = bytes(b if 32 <= b < 127 else 95 for b in name[:100])
     return (
@@ -97,7 +102,7 @@ def member_header(name: bytes, size: int) -> bytes:
 
 def member_header_size(name: bytes, size: int) -> int:
     """Length of :func:`member_header` without building it."""
-    if not _needs_pax(name, size):
+    if len(name) <= 100 and size <= _MAX_OCTAL_SIZE and name.isascii():
         return BLOCK
     return 2 * BLOCK + padded(len(_pax_records(name, size)))
 

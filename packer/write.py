@@ -3,9 +3,9 @@
 A shard's bytes depend only on the plan, so any number of workers gives
 byte-identical output.  Each shard is written to a hidden temporary name and
 renamed when complete and checked against the planned size.  Source files
-are checked against the plan's size and modification time as they are read:
-a file that changed or vanished since the scan stops the build (naming file,
-shard and offset), or with ``on_error="skip"`` drops its whole sample.
+are checked against the plan's size as they are read: a file that vanished,
+became unreadable, grew or shrank since the scan stops the build (naming
+file, shard and offset), or with ``on_error="skip"`` drops its whole sample.
 """
 
 from __future__ import annotations
@@ -23,12 +23,15 @@ import numpy as np
 
 from .errors import PackerError
 from .index import load_plan, save_shard_record, temp_path
-from .names import source_path
+from .names import unescape_key
 from .scan import Skipped
 from .table import SampleTable
-from .tarfmt import END_OF_ARCHIVE, member_header, padded
+from .tarfmt import END_OF_ARCHIVE, member_header
 
-_WRITE_BUFFER = 1 << 20
+_CHUNK = 4 << 20  # bytes gathered before one hash update and one write
+_SINGLE_READ_LIMIT = 0x7FFFF000  # Linux returns at most this much per read()
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+_ZERO_BLOCK = memoryview(bytes(512))
 
 
 @dataclass
@@ -50,10 +53,15 @@ class ShardJob:
     on_error: str
 
 
-def _read_member(path: str, size: int, mtime_ns: int) -> bytes:
-    """Read a source file, refusing one that differs from the plan."""
+def _read_member(path: str, size: int) -> bytes:
+    """Read a source file, refusing one whose size differs from the plan.
+
+    One ``read`` of ``size + 1`` bytes tells a file that grew from one that
+    is intact without an extra ``fstat``; only files past the kernel's 2 GiB
+    per-read limit take the slower loop.
+    """
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
         raise _SourceProblem("vanished during the build") from None
     except PermissionError:
@@ -61,24 +69,31 @@ def _read_member(path: str, size: int, mtime_ns: int) -> bytes:
     except OSError as exc:
         raise _SourceProblem(f"cannot open: {exc.strerror}") from None
     try:
-        st = os.fstat(fd)
-        if st.st_size != size:
-            raise _SourceProblem(f"changed during the build (now {st.st_size} bytes, planned {size})")
-        if st.st_mtime_ns != mtime_ns:
-            raise _SourceProblem("modified during the build (modification time changed)")
-        chunks = []
-        remaining = size
+        if size < _SINGLE_READ_LIMIT:
+            data = os.read(fd, size + 1)
+            if len(data) == size:
+                return data
+            raise _SourceProblem(_size_changed(len(data), size))
+        chunks, remaining = [], size
         while remaining:
-            chunk = os.read(fd, remaining)
+            chunk = os.read(fd, min(remaining, _SINGLE_READ_LIMIT))
             if not chunk:
-                raise _SourceProblem(f"shrank during the build (read {size - remaining} of {size} bytes)")
+                raise _SourceProblem(_size_changed(size - remaining, size))
             chunks.append(chunk)
             remaining -= len(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if os.read(fd, 1):
+            raise _SourceProblem(_size_changed(size + 1, size))
+        return b"".join(chunks)
     except OSError as exc:
         raise _SourceProblem(f"read failed: {exc.strerror}") from None
     finally:
         os.close(fd)
+
+
+def _size_changed(found: int, planned: int) -> str:
+    if found > planned:
+        return f"changed during the build (grew past the planned {planned} bytes)"
+    return f"changed during the build (now {found} bytes, planned {planned})"
 
 
 class _SourceProblem(Exception):
@@ -92,75 +107,92 @@ def write_shard(
     job: ShardJob,
     progress: Optional[Sequence] = None,
 ) -> ShardResult:
-    """Write shard ``shard`` of the plan; returns its size, hash and drops."""
+    """Write shard ``shard`` of the plan; returns its size, hash and drops.
+
+    ``progress`` (length ``2 * num_shards``) receives this shard's bytes
+    written at ``[shard]`` and samples written at ``[num_shards + shard]``;
+    one slot per shard, so workers never contend for a lock.
+    """
     lo, hi = int(bounds[shard]), int(bounds[shard + 1])
+    num_shards = len(bounds) - 1
     key_offsets = table.key_offsets[lo : hi + 1].tolist()
-    key_blob = table.keys[key_offsets[0] : key_offsets[-1]].tobytes()
     base = key_offsets[0]
+    key_blob = table.keys[base : key_offsets[-1]].tobytes()
     sample_members = table.sample_members[lo : hi + 1].tolist()
-    m_lo, m_hi = sample_members[0], sample_members[-1]
-    ext_ids = table.member_ext[m_lo:m_hi].tolist()
-    sizes = table.member_size[m_lo:m_hi].tolist()
-    mtimes = table.member_mtime_ns[m_lo:m_hi].tolist()
-    ext_bytes = [e.encode("utf-8") for e in table.extensions]
+    m_lo = sample_members[0]
+    ext_ids = table.member_ext[m_lo : sample_members[-1]].tolist()
+    sizes = table.member_size[m_lo : sample_members[-1]].tolist()
+    dot_ext_bytes = [b"." + e.encode("utf-8") for e in table.extensions]
+    dot_ext_text = ["." + e for e in table.extensions]
+    src_prefix = os.path.join(job.src, "")
     name = job.names[shard]
     final = Path(job.dst) / name
     tmp = temp_path(final)
     result = ShardResult(shard=shard, num_bytes=0, sha256="")
     digest = hashlib.sha256()
-    offset = 0
+    flushed = 0  # bytes already hashed and written
+    buf = bytearray()
     try:
-        with open(tmp, "wb", buffering=_WRITE_BUFFER) as out:
+        with open(tmp, "wb", buffering=0) as out:
+
+            def flush() -> None:
+                nonlocal flushed
+                digest.update(buf)
+                done = 0
+                with memoryview(buf) as whole:
+                    while done < len(buf):
+                        done += out.write(whole[done:])
+                flushed += done
+                buf.clear()
+
             for i in range(hi - lo):
                 key = key_blob[key_offsets[i] - base : key_offsets[i + 1] - base]
-                key_text = key.decode("utf-8")
-                pieces = []
+                stem = unescape_key(key.decode("utf-8"))
+                sample_start = len(buf)
+                m = sample_members[i] - m_lo
+                m_end = sample_members[i + 1] - m_lo
                 try:
-                    for m in range(sample_members[i] - m_lo, sample_members[i + 1] - m_lo):
-                        ext = ext_bytes[ext_ids[m]]
-                        rel = source_path(key_text, table.extensions[ext_ids[m]])
-                        try:
-                            data = _read_member(os.path.join(job.src, rel), sizes[m], mtimes[m])
-                        except _SourceProblem as problem:
-                            problem.rel = rel  # type: ignore[attr-defined]
-                            raise
-                        pieces.append(member_header(key + b"." + ext, sizes[m]))
-                        pieces.append(data)
-                        pad = padded(sizes[m]) - sizes[m]
-                        if pad:
-                            pieces.append(bytes(pad))
+                    while m < m_end:
+                        ext = ext_ids[m]
+                        size = sizes[m]
+                        rel = stem + dot_ext_text[ext]
+                        data = _read_member(src_prefix + rel, size)
+                        buf += member_header(key + dot_ext_bytes[ext], size)
+                        buf += data
+                        if size % 512:
+                            buf += _ZERO_BLOCK[size % 512 :]
+                        m += 1
                 except _SourceProblem as problem:
-                    rel = problem.rel  # type: ignore[attr-defined]
+                    del buf[sample_start:]
                     if job.on_error != "skip":
                         raise PackerError(
-                            f"{os.path.join(job.src, rel)}: {problem} (shard {name}, offset {offset})"
+                            f"{src_prefix + rel}: {problem} (shard {name}, offset {flushed + sample_start})"
                         ) from None
                     result.dropped.append(lo + i)
                     result.skipped.append(Skipped(rel, str(problem)))
                     continue
-                for piece in pieces:
-                    digest.update(piece)
-                    out.write(piece)
-                    offset += len(piece)
-                if progress is not None:
-                    progress[shard] = offset
-            out.write(END_OF_ARCHIVE)
-            digest.update(END_OF_ARCHIVE)
-            offset += len(END_OF_ARCHIVE)
+                if len(buf) >= _CHUNK:
+                    flush()
+                    if progress is not None:
+                        progress[shard] = flushed
+                        progress[num_shards + shard] = i + 1 - len(result.dropped)
+            buf += END_OF_ARCHIVE
+            flush()
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     if progress is not None:
-        progress[shard] = offset
-    result.num_bytes = offset
+        progress[shard] = flushed
+        progress[num_shards + shard] = hi - lo - len(result.dropped)
+    result.num_bytes = flushed
     result.sha256 = digest.hexdigest()
     save_shard_record(
         Path(job.dst),
         {
             "shard": shard,
             "name": name,
-            "num_bytes": offset,
+            "num_bytes": flushed,
             "sha256": result.sha256,
             "dropped": result.dropped,
             "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
@@ -184,7 +216,7 @@ def _run_in_worker(shard: int) -> ShardResult:
     return write_shard(s["table"], s["bounds"], shard, s["job"], s["progress"])  # type: ignore[arg-type]
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def process_context() -> multiprocessing.context.BaseContext:
     # fork starts fastest and the parent holds no threads at this point;
     # elsewhere spawn is the only safe choice.
     if sys.platform.startswith("linux"):
@@ -199,26 +231,26 @@ def write_shards(
     job: ShardJob,
     *,
     workers: int,
-    on_progress: Optional[Callable[[int], None]] = None,
+    on_progress: Optional[Callable[[int, int], None]] = None,
     poll_seconds: float = 0.2,
 ) -> List[ShardResult]:
     """Write ``shards`` with up to ``workers`` processes (plan saved in ``job.dst``).
 
-    ``on_progress(bytes_written_so_far)`` is called as work proceeds.  On the
+    ``on_progress(bytes_written, samples_written)`` is called as work proceeds.  On the
     first failure, shards not yet started are cancelled and the error raised.
     """
     num_shards = len(bounds) - 1
     workers = max(1, min(workers, len(shards)))
     if workers == 1:
-        progress = np.zeros(num_shards, dtype=np.int64)
+        progress = np.zeros(2 * num_shards, dtype=np.int64)
         results = []
         for shard in shards:
             results.append(write_shard(table, bounds, shard, job, progress))
             if on_progress is not None:
-                on_progress(int(progress.sum()))
+                on_progress(int(progress[:num_shards].sum()), int(progress[num_shards:].sum()))
         return results
-    ctx = _context()
-    shared = ctx.Array("q", num_shards, lock=False)
+    ctx = process_context()
+    shared = ctx.Array("q", 2 * num_shards, lock=False)
     results: List[ShardResult] = []
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(job.dst, job, shared)) as pool:
         pending: set[Future] = {pool.submit(_run_in_worker, s) for s in shards}
@@ -228,7 +260,8 @@ def write_shards(
                 for future in done:
                     results.append(future.result())
                 if on_progress is not None:
-                    on_progress(int(np.frombuffer(shared, dtype=np.int64).sum()))
+                    counts = np.frombuffer(shared, dtype=np.int64)
+                    on_progress(int(counts[:num_shards].sum()), int(counts[num_shards:].sum()))
         except BaseException:
             for future in pending:
                 future.cancel()

