@@ -18,9 +18,11 @@ relative to the baselines measured moments earlier on the same machine:
   (key = relative path without its extension), reads each file's bytes and
   calls ``ShardWriter.write``, the usual way to pack today.
 
-Every method reads the same source tree (read once beforehand so the page
-cache is equally warm for all), writes to the same file system, and has its
-output deleted (and the file system synced) before the next timing.  Methods
+Every method reads the same source tree, which is read in full right before
+each timing so the page cache is equally warm for all (kernels with
+proactive reclaim, such as DAMON's, drop file pages idle for about a
+minute), writes to the same file system, and has its output deleted (and the
+file system synced) before the next timing.  Methods
 run round-robin, in a rotated order in each round, and the best of
 ``--repeat`` timings per method is kept.
 
@@ -40,7 +42,7 @@ whether or not the goals are met; it is a measurement.
 
 Usage::
 
-    .venv/bin/python scripts/bench_pack.py                 # default sizes, ~2 min on 2 cores
+    .venv/bin/python scripts/bench_pack.py                 # default sizes, ~3 min on 2 cores
     .venv/bin/python scripts/bench_pack.py --scale 0.1 --repeat 1   # quick smoke run
     .venv/bin/python scripts/bench_pack.py --json bench.json --keep
 """
@@ -82,8 +84,8 @@ IMAGE_CLASSES = 20
 # gives ~39.4 kB.  The dataset line printed before the timings shows the
 # actual mean JPEG size.
 IMAGE_SIDE = 208
-# Dataset (b): single-file samples of 1 KiB, ~150 MB at scale 1.
-BLOB_FILES = 150_000
+# Dataset (b): single-file samples of 1 KiB, ~120 MB at scale 1.
+BLOB_FILES = 120_000
 BLOB_SIZE = 1024
 BLOB_PER_DIR = 1000
 
@@ -131,15 +133,20 @@ def make_small(root: Path, scale: float) -> Dataset:
 DATASET_MAKERS: Dict[str, Callable[[Path, float], Dataset]] = {"images": make_images, "small": make_small}
 
 
-def warm_cache(dataset: Dataset) -> None:
-    """Read every source file once; counts files and payload bytes."""
+def read_tree(root: Path) -> Tuple[int, int]:
+    """Read every file under ``root`` once (warming the page cache); returns
+    the number of files and their total size."""
     files = payload = 0
-    for dirpath, _dirnames, filenames in os.walk(dataset.root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
             with open(os.path.join(dirpath, name), "rb") as f:
                 payload += len(f.read())
             files += 1
-    dataset.files, dataset.payload_bytes = files, payload
+    return files, payload
+
+
+def warm_cache(dataset: Dataset) -> None:
+    dataset.files, dataset.payload_bytes = read_tree(dataset.root)
 
 
 # ------------------------------------------------------------------- methods
@@ -250,6 +257,8 @@ def tar_outputs(out: Path) -> Tuple[int, int]:
 
 
 def time_once(method: Method, src: Path, out: Path, shard_size: int) -> float:
+    """One timing from a warm source tree and an empty, synced destination."""
+    read_tree(src)
     remove(out)
     start = time.perf_counter()
     method.run(src, out, shard_size)
@@ -378,7 +387,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         ),
         epilog=(
             f"Datasets at --scale 1: 'images' = {IMAGE_SAMPLES} samples of a ~40 kB JPEG + small JSON "
-            f"(~790 MB), 'small' = {BLOB_FILES} files of {BLOB_SIZE} bytes (~150 MB). "
+            f"(~790 MB), 'small' = {BLOB_FILES} files of {BLOB_SIZE} bytes (~120 MB). "
             f"Goals: packer on all cores >= {GOAL_VS_SHARDWRITER:g}x ShardWriter and >= {GOAL_VS_TAR:g}x GNU tar. "
             "The exit status is 0 whether or not the goals are met."
         ),
