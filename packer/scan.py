@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import os
 import stat as statmod
+from operator import attrgetter
+from stat import S_ISDIR, S_ISREG
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +37,10 @@ import numpy as np
 
 from .errors import PackerError
 from .names import escape_key, split_extension
-from .table import SampleTable, concat_tables, ext_dtype
-from .tarfmt import member_header_size
+from .table import SampleTable, concat_tables, ext_dtype, header_sizes
 
 ON_ERROR_CHOICES = ("stop", "skip")
+_entry_name = attrgetter("name")
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,11 @@ class ScanResult:
 
 
 class _Collector:
-    """Accumulates samples into compact arrays while the tree is walked."""
+    """Accumulates samples into compact arrays while the tree is walked.
+
+    Per-file work here is the scan's hot path, so it only appends; tar
+    header sizes are computed for all members at once in :meth:`table`.
+    """
 
     def __init__(self) -> None:
         self.keys = bytearray()
@@ -65,20 +71,19 @@ class _Collector:
         self.sample_members = array("Q", [0])
         self.member_ext = array("I")
         self.member_size = array("Q")
-        self.member_header_size = array("I")
         self.member_mtime_ns = array("q")
         self.ext_ids: Dict[str, int] = {}
 
     def add_sample(self, key: str, members: List[Tuple[str, int, int]]) -> None:
-        key_bytes = key.encode("utf-8")
-        self.keys += key_bytes
+        self.keys += key.encode("utf-8")
         self.key_offsets.append(len(self.keys))
+        ext_ids = self.ext_ids
         for ext, size, mtime_ns in members:
-            ext_id = self.ext_ids.setdefault(ext, len(self.ext_ids))
+            ext_id = ext_ids.get(ext)
+            if ext_id is None:
+                ext_id = ext_ids[ext] = len(ext_ids)
             self.member_ext.append(ext_id)
             self.member_size.append(size)
-            name = key_bytes + b"." + ext.encode("utf-8")
-            self.member_header_size.append(member_header_size(name, size))
             self.member_mtime_ns.append(mtime_ns)
         self.sample_members.append(len(self.member_size))
 
@@ -89,16 +94,18 @@ class _Collector:
         for new_id, ext in enumerate(extensions):
             remap[self.ext_ids[ext]] = new_id
         member_ext = remap[np.frombuffer(self.member_ext, dtype=np.uint32).astype(np.int64)] if len(self.member_ext) else np.zeros(0, np.int64)
-        return SampleTable(
+        table = SampleTable(
             keys=np.frombuffer(bytes(self.keys), dtype=np.uint8),
             key_offsets=np.frombuffer(self.key_offsets, dtype=np.uint64).copy(),
             sample_members=np.frombuffer(self.sample_members, dtype=np.uint64).copy(),
             member_ext=member_ext.astype(ext_dtype(len(extensions))),
             member_size=np.frombuffer(self.member_size, dtype=np.uint64).copy(),
-            member_header_size=np.frombuffer(self.member_header_size, dtype=np.uint32).copy(),
+            member_header_size=np.zeros(len(self.member_size), dtype=np.uint32),
             member_mtime_ns=np.frombuffer(self.member_mtime_ns, dtype=np.int64).copy(),
             extensions=extensions,
         )
+        table.member_header_size = header_sizes(table)
+        return table
 
 
 def _is_utf8(name: str) -> bool:
@@ -159,61 +166,80 @@ class _Walker:
         abs_dir = os.path.join(self.root, rel_dir) if rel_dir else str(self.root)
         try:
             with os.scandir(abs_dir) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                entries = sorted(it, key=_entry_name)
         except OSError as exc:
             self.fail(rel_dir or ".", f"cannot list directory: {exc.strerror}")
             return []
         self.entries_seen += len(entries)
+        last_dot = rules.key_rule == "last-dot"
+        include_hidden = rules.include_hidden
         groups: Dict[str, List[Tuple[str, int, int, str]]] = {}
         subdirs: List[str] = []
         for entry in entries:
             name = entry.name
-            rel = rel_dir + name
             if not name.isascii() and not _is_utf8(name):
-                self.fail(rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"), "name is not valid UTF-8")
+                self.fail((rel_dir + name).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"), "name is not valid UTF-8")
                 continue
-            if name.startswith(".") and not rules.include_hidden:
-                skipped.append(Skipped(rel, "hidden"))
+            if name[0] == "." and not include_hidden:
+                skipped.append(Skipped(rel_dir + name, "hidden"))
                 continue
             is_link = False
             try:
                 is_link = entry.is_symlink()
-                st = entry.stat(follow_symlinks=True)
+                st = entry.stat()
             except FileNotFoundError:
-                self.fail(rel, "broken symbolic link" if is_link else "vanished while scanning")
+                self.fail(rel_dir + name, "broken symbolic link" if is_link else "vanished while scanning")
                 continue
             except OSError as exc:
-                self.fail(rel, f"looping symbolic link ({exc.strerror})" if is_link else f"cannot stat: {exc.strerror}")
+                reason = f"looping symbolic link ({exc.strerror})" if is_link else f"cannot stat: {exc.strerror}"
+                self.fail(rel_dir + name, reason)
                 continue
-            if statmod.S_ISDIR(st.st_mode):
-                if is_link:
-                    skipped.append(Skipped(rel, "symbolic link to a directory (not followed)"))
+            mode = st.st_mode
+            if not S_ISREG(mode):
+                if S_ISDIR(mode):
+                    if is_link:
+                        skipped.append(Skipped(rel_dir + name, "symbolic link to a directory (not followed)"))
+                    else:
+                        subdirs.append(rel_dir + name + "/")
                 else:
-                    subdirs.append(rel + "/")
+                    skipped.append(Skipped(rel_dir + name, f"not a regular file ({_kind(mode)})"))
                 continue
-            if not statmod.S_ISREG(st.st_mode):
-                skipped.append(Skipped(rel, f"not a regular file ({_kind(st.st_mode)})"))
-                continue
-            parts = split_extension(name, rules.key_rule)
-            if parts is None:
-                skipped.append(Skipped(rel, "no extension"))
-                continue
+            # Fast path of split_extension for the common "stem.ext" name.
+            dot = name.rfind(".") if last_dot else name.find(".")
+            if 0 < dot < len(name) - 1 and name[0] != ".":
+                stem, ext = name[:dot], name[dot + 1 :]
+            else:
+                parts = split_extension(name, rules.key_rule)
+                if parts is None:
+                    skipped.append(Skipped(rel_dir + name, "no extension"))
+                    continue
+                stem, ext = parts
             if is_link:
                 self.result.symlinks_followed += 1
-            stem, ext = parts
-            groups.setdefault(stem, []).append((ext, st.st_size, st.st_mtime_ns, rel))
+            member = (ext, st.st_size, st.st_mtime_ns, name)
+            group = groups.get(stem)
+            if group is None:
+                groups[stem] = [member]
+            else:
+                group.append(member)
+        add_sample = self.collector.add_sample
         for stem in sorted(groups):
-            members = sorted(groups[stem])
+            members = groups[stem]
+            if len(members) == 1:
+                ext, size, mtime_ns, _ = members[0]
+                add_sample(escape_key(rel_dir + stem), [(ext, size, mtime_ns)])
+                continue
+            members.sort()
             seen: Dict[str, str] = {}
             kept: List[Tuple[str, int, int]] = []
-            for ext, size, mtime_ns, rel in members:
+            for ext, size, mtime_ns, name in members:
                 folded = ext.lower()
                 if folded in seen:
-                    self.fail(rel, f"extension differs only in case from {seen[folded]} (readers lowercase extensions)")
+                    self.fail(rel_dir + name, f"extension differs only in case from {seen[folded]} (readers lowercase extensions)")
                     continue
-                seen[folded] = rel
+                seen[folded] = rel_dir + name
                 kept.append((ext, size, mtime_ns))
-            self.collector.add_sample(escape_key(rel_dir + stem), kept)
+            add_sample(escape_key(rel_dir + stem), kept)
         return subdirs
 
     def finish(self) -> ScanResult:

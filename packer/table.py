@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from .names import member_name, source_path
-from .tarfmt import BLOCK
+from .tarfmt import BLOCK, MAX_OCTAL_SIZE, member_header_size
 
 _GATHER_CHUNK = 1 << 20
 
@@ -150,6 +150,40 @@ def empty_table() -> SampleTable:
         member_header_size=np.zeros(0, np.uint32),
         member_mtime_ns=np.zeros(0, np.int64),
     )
+
+
+def header_sizes(table: SampleTable) -> np.ndarray:
+    """Tar header bytes of every member, computed for all members at once.
+
+    Almost every member needs one 512-byte ustar block; only names over 100
+    bytes or not plain ASCII, and sizes of 8 GiB or more, need a PAX header,
+    and those few are sized one by one by :func:`tarfmt.member_header_size`.
+    """
+    n, m = table.num_samples, table.num_members
+    out = np.full(m, BLOCK, dtype=np.uint32)
+    if m == 0:
+        return out
+    key_offsets = np.asarray(table.key_offsets, dtype=np.int64)
+    key_len = np.diff(key_offsets)
+    counts = np.diff(np.asarray(table.sample_members, dtype=np.int64))
+    member_sample = np.repeat(np.arange(n), counts)
+    keys = np.asarray(table.keys, dtype=np.uint8)
+    high = np.zeros(n, dtype=bool)
+    if keys.size:
+        nonempty = key_len > 0
+        high[nonempty] = np.maximum.reduceat(keys, key_offsets[:-1][nonempty]) >= 128
+    ext_bytes = [e.encode("utf-8") for e in table.extensions]
+    ext_len = np.array([len(e) for e in ext_bytes] or [0], dtype=np.int64)
+    ext_high = np.array([not e.isascii() for e in ext_bytes] or [False])
+    ext = np.asarray(table.member_ext, dtype=np.int64)
+    name_len = key_len[member_sample] + 1 + ext_len[ext]
+    sizes = np.asarray(table.member_size, dtype=np.uint64)
+    special = (name_len > 100) | high[member_sample] | ext_high[ext] | (sizes > np.uint64(MAX_OCTAL_SIZE))
+    for i in np.flatnonzero(special).tolist():
+        s = int(member_sample[i])
+        name = bytes(keys[key_offsets[s] : key_offsets[s + 1]]) + b"." + ext_bytes[ext[i]]
+        out[i] = member_header_size(name, int(sizes[i]))
+    return out
 
 
 def concat_tables(tables: List[SampleTable]) -> SampleTable:

@@ -16,11 +16,11 @@ written by GNU tar, Python's tarfile and webdataset.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator, Optional
+from typing import BinaryIO, Callable, Iterator, Optional, Sequence
 
 BLOCK = 512
 END_OF_ARCHIVE = bytes(2 * BLOCK)
-_MAX_OCTAL_SIZE = 8**11 - 1
+MAX_OCTAL_SIZE = 8**11 - 1
 _PAX_NAME = b"././@PaxHeader"
 
 # Fixed fields of every header we write.
@@ -50,14 +50,14 @@ def padded(size: int) -> int:
 
 
 def _needs_pax(name: bytes, size: int) -> bool:
-    return len(name) > 100 or size > _MAX_OCTAL_SIZE or not name.isascii()
+    return len(name) > 100 or size > MAX_OCTAL_SIZE or not name.isascii()
 
 
 def _pax_records(name: bytes, size: int) -> bytes:
     """PAX records for a member; each record's length counts its own digits."""
     out = []
     fields = [(b"path", name)] if (len(name) > 100 or not name.isascii()) else []
-    if size > _MAX_OCTAL_SIZE:
+    if size > MAX_OCTAL_SIZE:
         fields.append((b"size", str(size).encode()))
     for keyword, value in fields:
         body = b" " + keyword + b"=" + value + b"\n"
@@ -69,7 +69,7 @@ def _pax_records(name: bytes, size: int) -> bytes:
 
 
 def _ustar_header(name: bytes, size: int, typeflag: bytes = b"0") -> bytes:
-    size_field = (b"%011o\x00" % size) if size <= _MAX_OCTAL_SIZE else b"00000000000\x00"
+    size_field = (b"%011o\x00" % size) if size <= MAX_OCTAL_SIZE else b"00000000000\x00"
     name_field = name.ljust(100, b"\x00")
     checksum = _FIXED_SUM + sum(name_field) + sum(size_field) + typeflag[0]
     return (
@@ -83,9 +83,13 @@ def _ustar_header(name: bytes, size: int, typeflag: bytes = b"0") -> bytes:
     )
 
 
+_PLAIN_TEMPLATE = bytearray(_ustar_header(b"", 0))
+_PLAIN_TEMPLATE[148:156] = b" " * 8
+
+
 def member_header(name: bytes, size: int) -> bytes:
     """All header bytes written before a regular member's data."""
-    if len(name) <= 100 and size <= _MAX_OCTAL_SIZE and name.isascii():
+    if len(name) <= 100 and size <= MAX_OCTAL_SIZE and name.isascii():
         # Inlined _ustar_header: this runs once per member on the hot path.
         size_field = b"%011o\x00" % size
         checksum = _FIXED_SUM_REGULAR + sum(name) + sum(size_field)
@@ -100,9 +104,44 @@ def member_header(name: bytes, size: int) -> bytes:
     )
 
 
+def is_plain(name: bytes, size: int) -> bool:
+    """True when one ustar block holds the member's header (no PAX needed)."""
+    return len(name) <= 100 and size <= MAX_OCTAL_SIZE and name.isascii()
+
+
+def plain_headers(names: Sequence[bytes], sizes: Sequence[int]) -> bytes:
+    """``b"".join(member_header(n, s) ...)`` for plain members, computed at once.
+
+    Building headers one call at a time costs about a microsecond each,
+    which matters when packing millions of tiny files; here the names are
+    scattered into a ``(k, 512)`` array and the octal size and checksum
+    fields are filled column by column.
+    """
+    import numpy as np
+
+    k = len(names)
+    if k == 0:
+        return b""
+    block = np.tile(np.frombuffer(_PLAIN_TEMPLATE, dtype=np.uint8), (k, 1))
+    lengths = np.fromiter(map(len, names), dtype=np.int64, count=k)
+    blob = np.frombuffer(b"".join(names), dtype=np.uint8)
+    rows = np.repeat(np.arange(k), lengths)
+    cols = np.arange(len(blob)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    block[rows, cols] = blob
+    size = np.asarray(sizes, dtype=np.uint64)
+    for j in range(11):
+        block[:, 124 + j] = ((size >> np.uint64(3 * (10 - j))) & np.uint64(7)) + np.uint64(48)
+    checksum = block.sum(axis=1, dtype=np.int64)  # checksum field holds spaces here
+    for j in range(6):
+        block[:, 148 + j] = ((checksum >> (3 * (5 - j))) & 7) + 48
+    block[:, 154] = 0
+    block[:, 155] = 32
+    return block.tobytes()
+
+
 def member_header_size(name: bytes, size: int) -> int:
     """Length of :func:`member_header` without building it."""
-    if len(name) <= 100 and size <= _MAX_OCTAL_SIZE and name.isascii():
+    if len(name) <= 100 and size <= MAX_OCTAL_SIZE and name.isascii():
         return BLOCK
     return 2 * BLOCK + padded(len(_pax_records(name, size)))
 

@@ -105,3 +105,29 @@ def test_reader_rejects_truncated_archive():
     data = archive([("a.txt", b"a" * 2000)])[:1500]
     with pytest.raises(TarFormatError, match="claims 2000 bytes"):
         list(iter_members(lambda off, n: data[off : off + n], len(data)))
+
+
+def test_plain_headers_equal_one_by_one_headers():
+    from packer.tarfmt import is_plain, plain_headers
+
+    names = [b"a.txt", b"dir/x%2Ey.jpg", b"n" * 100, b"k.0", b"q.bin"]
+    sizes = [0, 1, 8**11 - 1, 5, 123456789]
+    assert all(is_plain(n, s) for n, s in zip(names, sizes))
+    assert plain_headers(names, sizes) == b"".join(member_header(n, s) for n, s in zip(names, sizes))
+    assert plain_headers([], []) == b""
+
+
+def test_table_header_sizes_match_member_header_size(tmp_path):
+    from packer import scan_tree
+
+    for rel in ["plain.txt", "ü/x.txt", "d/" + "L" * 120 + ".bin", "e.jpg", "e.ünï", "h/" + "m" * 97 + ".j"]:
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"z" * 10)
+    table = scan_tree(tmp_path).table
+    expected = []
+    for i in range(table.num_samples):
+        for m in table.members(i):
+            expected.append(member_header_size(table.member_name(i, m).encode(), 10))
+    assert table.member_header_size.tolist() == expected
+    assert sorted(set(expected)) == [512, 1536]
