@@ -79,10 +79,8 @@ DEFAULT_REPEAT = 3
 # Dataset (a): ~40 kB JPEG + small JSON per sample, ~790 MB at scale 1.
 IMAGE_SAMPLES = 20_000
 IMAGE_CLASSES = 20
-# packer.examples says side 140 gives ~40 kB, but with current Pillow noise
-# JPEGs of side 140 are ~19 kB; side 208 (a multiple of the 16-pixel MCU)
-# gives ~39.4 kB.  The dataset line printed before the timings shows the
-# actual mean JPEG size.
+# Noise JPEGs of side 208 (a multiple of the 16-pixel MCU) are ~39.4 kB;
+# the dataset line printed before the timings shows the actual mean size.
 IMAGE_SIDE = 208
 # Dataset (b): single-file samples of 1 KiB, ~120 MB at scale 1.
 BLOB_FILES = 120_000
