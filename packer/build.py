@@ -126,7 +126,8 @@ def _our_artifact(dst: Path, name: str, previous: Sequence[str]) -> bool:
         return True
     if name.startswith(".") and name.endswith(TEMP_SUFFIX):
         return True
-    return name.endswith(".tar") or name.endswith(".idx")
+    # shards, DALI indexes, and tar-index caches the loaders leave beside shards
+    return name.endswith((".tar", ".idx", ".pkidx.npz"))
 
 
 def prepare_destination(src: Path, dst: Path, overwrite: bool) -> None:

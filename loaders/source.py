@@ -1,0 +1,132 @@
+"""``source`` argument -> one SampleIndex over all shards.
+
+A source is a packed dataset directory (its binary index is memory-mapped,
+no tar is read), or tar files written by anyone: a path, a list of paths, a
+glob (``shards/*.tar``) or a brace pattern (``shards-{000..099}.tar``); their
+indexes come from :mod:`loaders.tarindex`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+
+from packer.index import PackedIndex, is_dataset
+
+from .tarindex import load_tar_index
+
+Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
+
+
+@dataclass
+class SampleIndex:
+    """Every sample of a source, in the packed index's column layout.
+
+    Samples are numbered shard by shard in tar order.  ``member_ext`` indexes
+    ``extensions``; offsets are bytes into the sample's shard.
+    """
+
+    shard_paths: List[str]
+    shard_bytes: List[int]
+    extensions: List[str]
+    keys: np.ndarray
+    key_offsets: np.ndarray
+    sample_shard: np.ndarray
+    sample_offset: np.ndarray
+    sample_members: np.ndarray
+    member_ext: np.ndarray
+    member_offset: np.ndarray
+    member_size: np.ndarray
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.key_offsets) - 1
+
+    def key(self, i: int) -> str:
+        return bytes(self.keys[int(self.key_offsets[i]) : int(self.key_offsets[i + 1])]).decode("utf-8", "surrogateescape")
+
+
+def expand_source(source: Source) -> List[str]:
+    """Tar paths named by a list, glob or brace pattern (sorted for globs)."""
+    if isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        if "{" in text and ".." in text:
+            import braceexpand
+
+            paths = list(braceexpand.braceexpand(text))
+        elif any(c in text for c in "*?["):
+            paths = sorted(glob.glob(text))
+            if not paths:
+                raise FileNotFoundError(f"no files match {text!r}")
+        else:
+            paths = [text]
+    else:
+        paths = [os.fspath(p) for p in source]
+    if not paths:
+        raise ValueError("the source names no tar files")
+    return paths
+
+
+def open_index(source: Source, cache_dir: Optional[os.PathLike | str] = None) -> SampleIndex:
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        if not is_dataset(source):
+            raise ValueError(
+                f"{os.fspath(source)}: a directory without index.json; pass a dataset made by "
+                f"'python -m packer build', or the tar files themselves (e.g. {os.path.join(os.fspath(source), '*.tar')})"
+            )
+        return _from_packed(PackedIndex(source))
+    return _from_tars(expand_source(source), cache_dir)
+
+
+def _from_packed(index: PackedIndex) -> SampleIndex:
+    return SampleIndex(
+        shard_paths=[str(index.shard_path(j)) for j in range(index.num_shards)],
+        shard_bytes=[s["num_bytes"] for s in index.shards],
+        extensions=index.extensions,
+        keys=index.keys,
+        key_offsets=index.key_offsets,
+        sample_shard=index.sample_shard,
+        sample_offset=index.sample_offset,
+        sample_members=index.sample_members,
+        member_ext=index.member_ext,
+        member_offset=index.member_offset,
+        member_size=index.member_size,
+    )
+
+
+def _from_tars(paths: List[str], cache_dir: Optional[os.PathLike | str]) -> SampleIndex:
+    parts = [load_tar_index(p, cache_dir) for p in paths]
+    extensions = sorted({e for p in parts for e in p.extensions})
+    position = {e: i for i, e in enumerate(extensions)}
+    key_offsets, sample_members, member_ext = [np.zeros(1, np.uint64)], [np.zeros(1, np.uint64)], []
+    key_base = member_base = 0
+    for part in parts:
+        key_offsets.append(part.key_offsets[1:] + np.uint64(key_base))
+        sample_members.append(part.sample_members[1:] + np.uint64(member_base))
+        remap = np.array([position[e] for e in part.extensions] or [0], dtype=np.uint32)
+        member_ext.append(remap[part.member_ext.astype(np.int64)])
+        key_base += len(part.keys)
+        member_base += len(part.member_size)
+
+    def cat(name: str, dtype) -> np.ndarray:
+        arrays = [getattr(p, name) for p in parts]
+        return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype)
+
+    return SampleIndex(
+        shard_paths=paths,
+        shard_bytes=[p.tar_bytes for p in parts],
+        extensions=extensions,
+        keys=cat("keys", np.uint8),
+        key_offsets=np.concatenate(key_offsets),
+        sample_shard=np.repeat(np.arange(len(parts), dtype=np.uint32), [p.num_samples for p in parts]),
+        sample_offset=cat("sample_offset", np.uint64),
+        sample_members=np.concatenate(sample_members),
+        member_ext=np.concatenate(member_ext).astype(np.uint32) if member_ext else np.zeros(0, np.uint32),
+        member_offset=cat("member_offset", np.uint64),
+        member_size=cat("member_size", np.uint64),
+    )

@@ -1,0 +1,183 @@
+"""Indexes for tars written by other tools, built once and cached.
+
+A tar is indexed by walking its headers (ustar, PAX, GNU long names) with
+:func:`packer.tarfmt.iter_members`; data blocks are never read.  Members are
+grouped into samples exactly as WebDataset readers do: key = directory +
+basename up to the first dot, extension lowercased, consecutive members with
+the same key form one sample, names matching ``__*__`` (webdataset's
+metadata) and names without a dot are skipped.
+
+The index of ``x.tar`` is cached as ``x.tar.pkidx.npz`` beside it, or, when
+that directory is not writable, under ``$XDG_CACHE_HOME/packer/tarindex``
+(default ``~/.cache/packer/tarindex``).  A cache is used only while the
+tar's size and modification time match those recorded in it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from packer.index import temp_path
+from packer.names import reader_split
+from packer.tarfmt import TarFormatError, iter_members
+
+from .errors import ShardError
+
+CACHE_SUFFIX = ".pkidx.npz"
+CACHE_VERSION = 1
+_WDS_META_RE = re.compile(r"__[^/]*__($|/)")
+
+
+@dataclass
+class TarIndex:
+    """One tar's samples, in the same column layout as a packed index."""
+
+    keys: np.ndarray
+    key_offsets: np.ndarray
+    sample_offset: np.ndarray
+    sample_members: np.ndarray
+    member_ext: np.ndarray  # index into extensions
+    member_offset: np.ndarray
+    member_size: np.ndarray
+    extensions: List[str]
+    tar_bytes: int
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.key_offsets) - 1
+
+
+def build_tar_index(path: os.PathLike | str) -> TarIndex:
+    """Walk ``path``'s headers and group its members into samples."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise ShardError(f"{path}: cannot open shard: {exc.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+        keys = bytearray()
+        key_offsets, sample_offset, sample_members = [0], [], [0]
+        member_ext, member_offset, member_size = [], [], []
+        ext_ids: Dict[str, int] = {}
+        current_key: Optional[str] = None
+        current_exts: set = set()
+        for member in iter_members(lambda off, n: os.pread(fd, n, off), size):
+            if not member.is_file:
+                continue
+            name = member.name
+            if _WDS_META_RE.match(name):
+                continue
+            key, ext = reader_split(name)
+            if key is None:
+                continue
+            ext = ext.lower()
+            if key != current_key:
+                if current_key is not None:
+                    sample_members.append(len(member_size))
+                keys += key.encode("utf-8", "surrogateescape")
+                key_offsets.append(len(keys))
+                sample_offset.append(member.header_offset)
+                current_key, current_exts = key, set()
+            elif ext in current_exts:
+                raise ShardError(
+                    f"{path}: member {name!r} at offset {member.header_offset} repeats extension "
+                    f"{ext!r} of sample {key!r}"
+                )
+            current_exts.add(ext)
+            member_ext.append(ext_ids.setdefault(ext, len(ext_ids)))
+            member_offset.append(member.data_offset)
+            member_size.append(member.size)
+        if current_key is not None:
+            sample_members.append(len(member_size))
+    except TarFormatError as exc:
+        raise ShardError(f"{path}: {exc}") from None
+    finally:
+        os.close(fd)
+    return TarIndex(
+        keys=np.frombuffer(bytes(keys), dtype=np.uint8),
+        key_offsets=np.array(key_offsets, dtype=np.uint64),
+        sample_offset=np.array(sample_offset, dtype=np.uint64),
+        sample_members=np.array(sample_members, dtype=np.uint64),
+        member_ext=np.array(member_ext, dtype=np.uint32),
+        member_offset=np.array(member_offset, dtype=np.uint64),
+        member_size=np.array(member_size, dtype=np.uint64),
+        extensions=list(ext_ids),
+        tar_bytes=size,
+    )
+
+
+def user_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "packer" / "tarindex"
+
+
+def cache_paths(tar: Path, cache_dir: Optional[Path] = None) -> List[Path]:
+    """Where the cache of ``tar`` may live, in the order they are tried."""
+    absolute = tar.resolve()
+    fallback = (cache_dir or user_cache_dir()) / (hashlib.sha256(str(absolute).encode()).hexdigest()[:32] + CACHE_SUFFIX)
+    return [absolute.with_name(absolute.name + CACHE_SUFFIX), fallback]
+
+
+def _fingerprint(tar: Path) -> np.ndarray:
+    st = tar.stat()
+    return np.array([CACHE_VERSION, st.st_size, st.st_mtime_ns], dtype=np.int64)
+
+
+def _load_cache(cache: Path, fingerprint: np.ndarray) -> Optional[TarIndex]:
+    try:
+        with np.load(cache, allow_pickle=False) as data:
+            if not np.array_equal(data["fingerprint"], fingerprint):
+                return None
+            extensions = bytes(data["extensions"]).decode("utf-8").split("\n") if data["extensions"].size else []
+            return TarIndex(
+                **{k: data[k] for k in ("keys", "key_offsets", "sample_offset", "sample_members", "member_ext", "member_offset", "member_size")},
+                extensions=extensions,
+                tar_bytes=int(fingerprint[1]),
+            )
+    except (OSError, ValueError, KeyError):
+        return None  # missing, unreadable or foreign: rebuild
+
+
+def _save_cache(cache: Path, index: TarIndex, fingerprint: np.ndarray) -> bool:
+    tmp = temp_path(cache)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            np.savez(
+                f,
+                fingerprint=fingerprint,
+                extensions=np.frombuffer("\n".join(index.extensions).encode("utf-8"), dtype=np.uint8),
+                **{k: getattr(index, k) for k in ("keys", "key_offsets", "sample_offset", "sample_members", "member_ext", "member_offset", "member_size")},
+            )
+        os.replace(tmp, cache)
+        return True
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False
+
+
+def load_tar_index(tar: os.PathLike | str, cache_dir: Optional[os.PathLike | str] = None) -> TarIndex:
+    """The index of ``tar``: from a valid cache, else built and cached."""
+    tar = Path(tar)
+    try:
+        fingerprint = _fingerprint(tar)
+    except FileNotFoundError:
+        raise ShardError(f"{tar}: shard not found") from None
+    candidates = cache_paths(tar, Path(cache_dir) if cache_dir else None)
+    for cache in candidates:
+        index = _load_cache(cache, fingerprint)
+        if index is not None:
+            return index
+    index = build_tar_index(tar)
+    for cache in candidates:
+        if _save_cache(cache, index, fingerprint):
+            break
+    return index

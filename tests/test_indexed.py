@@ -1,0 +1,251 @@
+"""IndexedTarDataset and ShardAwareSampler on real shards, workers and ranks."""
+
+import io
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from loaders import IndexedTarDataset, ShardAwareSampler, ShardError, epoch_order, rank_slice
+from packer import BuildOptions, build
+from packer.names import source_path
+
+from conftest import REPO
+
+
+def source_files(root: Path):
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def assert_matches_source(dataset, files, rename=lambda key, ext: source_path(key, ext)):
+    seen = set()
+    for i in range(len(dataset)):
+        sample = dataset[i]
+        for ext, value in sample.items():
+            if ext.startswith("__"):
+                continue
+            rel = rename(sample["__key__"], ext)
+            assert value == files[rel], rel
+            seen.add(rel)
+    assert seen == set(files)
+
+
+def test_packed_dataset_equals_source_byte_for_byte(image_tree, built):
+    dataset = IndexedTarDataset(built)
+    assert len(dataset) == 3000
+    assert_matches_source(dataset, source_files(image_tree))
+
+
+def test_tars_by_gnu_tar_webdataset_and_tarfile_pax(tmp_path):
+    src = tmp_path / "src"
+    files = {}
+    for i in range(40):
+        stem = f"d{i % 3}/" + ("L" * 188 + f"{i:02d}" if i % 10 == 0 else f"s{i:03d}")
+        for ext, data in (("bin", os.urandom(i * 37 + 1)), ("txt", f"text {i}".encode())):
+            path = src / f"{stem}.{ext}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            files[f"{stem}.{ext}"] = data
+    # GNU tar (sorted, as WebDataset asks): names start with "./", directories are entries too
+    subprocess.run(["tar", "--sort=name", "-cf", str(tmp_path / "gnu.tar"), "-C", str(src), "."], check=True)
+    gnu = IndexedTarDataset(str(tmp_path / "gnu.tar"))
+    assert len(gnu) == 40
+    assert_matches_source(gnu, files, rename=lambda key, ext: f"{key[2:]}.{ext}")
+    # Python tarfile, PAX format, 200-byte names
+    with tarfile.open(tmp_path / "pax.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+        for rel in sorted(files):
+            info = tarfile.TarInfo(rel)
+            info.size = len(files[rel])
+            tar.addfile(info, io.BytesIO(files[rel]))
+    pax = IndexedTarDataset(tmp_path / "pax.tar")
+    assert max(len(pax[i]["__key__"]) for i in range(len(pax))) == 193
+    assert_matches_source(pax, files, rename=lambda key, ext: f"{key}.{ext}")
+    # webdataset's ShardWriter, several shards, brace pattern
+    import webdataset as wds
+
+    by_key = {}
+    for rel, data in files.items():
+        key, ext = rel.rsplit(".", 1)
+        by_key.setdefault(key, {})[ext] = data
+    with wds.ShardWriter(str(tmp_path / "wds-%02d.tar"), maxcount=15) as sink:
+        for key in sorted(by_key):
+            sink.write({"__key__": key, **by_key[key]})
+    written = IndexedTarDataset(str(tmp_path / "wds-{00..02}.tar"))
+    assert len(written) == 40
+    assert_matches_source(written, files, rename=lambda key, ext: f"{key}.{ext}")
+    assert (tmp_path / "wds-00.tar.pkidx.npz").exists()
+
+
+def test_list_like_indexing(built):
+    dataset = IndexedTarDataset(built)
+    assert dataset[-1]["__key__"] == dataset[len(dataset) - 1]["__key__"]
+    assert dataset[np.int64(5)]["__index__"] == 5
+    for bad in (len(dataset), -len(dataset) - 1):
+        with pytest.raises(IndexError):
+            dataset[bad]
+    with pytest.raises(TypeError):
+        dataset[1.5]
+
+
+def test_decoders_and_transform(built):
+    from PIL import Image
+
+    dataset = IndexedTarDataset(built, decode="default", transform=lambda s: (s["jpg"].size, s["json"]["label"]))
+    size, label = dataset[0]
+    assert size == (24, 24) and 0 <= label < 10
+    custom = IndexedTarDataset(built, decode={"json": lambda b: len(b)})
+    sample = custom[0]
+    assert isinstance(sample["jpg"], Image.Image) and isinstance(sample["json"], int)
+
+
+def test_pickles_without_the_index(built):
+    dataset = IndexedTarDataset(built)
+    blob = pickle.dumps(dataset)
+    assert len(blob) < 1000
+    clone = pickle.loads(blob)
+    assert len(clone) == len(dataset) and clone[7] == dataset[7]
+
+
+def keys_of_batch(batch):
+    return [s["__key__"] for s in batch]
+
+
+@pytest.mark.parametrize("context, workers, persistent", [
+    ("fork", 2, False), ("spawn", 2, True), ("forkserver", 2, False), ("fork", 0, False),
+])
+def test_dataloader_workers_read_every_sample_once(built, context, workers, persistent):
+    loader = DataLoader(
+        IndexedTarDataset(built), batch_size=64, num_workers=workers, collate_fn=keys_of_batch,
+        multiprocessing_context=context if workers else None, persistent_workers=persistent,
+    )
+    for _ in range(2 if persistent else 1):
+        keys = [k for batch in loader for k in batch]
+        assert len(keys) == 3000 and len(set(keys)) == 3000
+
+
+def test_missing_truncated_and_changed_shards_name_the_shard(built, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    dataset = IndexedTarDataset(copy)
+    last_shard = sorted(copy.glob("*.tar"))[-1]
+    victim = int(np.flatnonzero(np.asarray(dataset.index.sample_shard) == len(dataset.index.shard_paths) - 1)[-1])
+    data = last_shard.read_bytes()
+    last_shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ShardError, match=rf"{last_shard.name}: shard is \d+ bytes but its index says \d+.*sample {victim}"):
+        dataset[victim]
+    last_shard.unlink()
+    with pytest.raises(ShardError, match=rf"{last_shard.name}: shard missing \(needed for sample {victim}\)"):
+        IndexedTarDataset(copy)[victim]
+
+
+def test_tar_index_cache_is_reused_and_rebuilt_when_the_tar_changes(tmp_path):
+    with tarfile.open(tmp_path / "a.tar", "w") as tar:
+        for name, data in (("x.txt", b"one"), ("y.txt", b"two")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert [s["txt"] for s in IndexedTarDataset(tmp_path / "a.tar")] == [b"one", b"two"]
+    cache = tmp_path / "a.tar.pkidx.npz"
+    first = cache.stat().st_mtime_ns
+    IndexedTarDataset(tmp_path / "a.tar")
+    assert cache.stat().st_mtime_ns == first  # reused
+    with tarfile.open(tmp_path / "a.tar", "w") as tar:
+        info = tarfile.TarInfo("z.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"three"))
+    assert [s["txt"] for s in IndexedTarDataset(tmp_path / "a.tar")] == [b"three"]
+
+
+def test_read_only_tar_directory_caches_in_the_user_cache(tmp_path, monkeypatch):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    with tarfile.open(ro / "a.tar", "w") as tar:
+        info = tarfile.TarInfo("x.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"1"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    ro.chmod(0o555)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as root: directory permissions are not enforced")
+        assert len(IndexedTarDataset(ro / "a.tar")) == 1
+        assert list((tmp_path / "cache" / "packer" / "tarindex").glob("*.pkidx.npz"))
+    finally:
+        ro.chmod(0o755)
+
+
+def test_user_cache_is_used_when_beside_is_not_writable(tmp_path, monkeypatch):
+    """Root ignores directory permissions, so make 'beside' impossible instead."""
+    from loaders import tarindex
+
+    with tarfile.open(tmp_path / "a.tar", "w") as tar:
+        info = tarfile.TarInfo("x.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"1"))
+    (tmp_path / "a.tar.pkidx.npz").mkdir()  # a directory where the cache file would go
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert len(IndexedTarDataset(tmp_path / "a.tar")) == 1
+    assert len(list((tmp_path / "cache" / "packer" / "tarindex").glob("*.pkidx.npz"))) == 1
+
+
+# ---------------------------------------------------------------- sampler
+
+
+def test_epoch_order_keeps_shard_locality_and_changes_per_epoch():
+    sample_shard = np.repeat(np.arange(10), 100)
+    e0, e0_again, e1 = epoch_order(sample_shard, 0, 0), epoch_order(sample_shard, 0, 0), epoch_order(sample_shard, 0, 1)
+    assert e0.tolist() == e0_again.tolist() and e0.tolist() != e1.tolist()
+    assert sorted(e0.tolist()) == list(range(1000))
+    # shard by shard: the shard sequence changes value exactly 9 times
+    assert int(np.count_nonzero(np.diff(sample_shard[e0]))) == 9
+    assert e0[:100].tolist() != sorted(e0[:100].tolist())  # shuffled within the shard
+
+
+@pytest.mark.parametrize("n, world", [(10, 3), (9, 3), (1, 4), (1000, 7)])
+def test_rank_slices_are_equal_and_cover(n, world):
+    order = np.random.default_rng(0).permutation(n)
+    dropped = [rank_slice(order, r, world, True).tolist() for r in range(world)]
+    padded = [rank_slice(order, r, world, False).tolist() for r in range(world)]
+    assert len({len(p) for p in dropped}) == 1 and len({len(p) for p in padded}) == 1
+    flat_drop = [i for p in dropped for i in p]
+    assert len(set(flat_drop)) == len(flat_drop) and n - len(flat_drop) <= world - 1
+    flat_pad = [i for p in padded for i in p]
+    assert set(flat_pad) == set(range(n)) and len(flat_pad) - n <= world - 1
+
+
+def test_sampler_reads_rank_from_the_environment(built, monkeypatch):
+    dataset = IndexedTarDataset(built)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    sampler = ShardAwareSampler(dataset)
+    assert (sampler.rank, sampler.world_size, len(sampler)) == (1, 4, 750)
+    assert list(sampler) == rank_slice(epoch_order(dataset.index.sample_shard, 0, 0), 1, 4, False).tolist()
+
+
+@pytest.mark.parametrize("workers, drop_last", [(0, False), (2, True)])
+def test_torchrun_two_ranks_get_equal_disjoint_shares(built, tmp_path, workers, drop_last):
+    out = tmp_path / "ranks.json"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        str(REPO / "tests" / "helpers" / "ddp_indexed.py"),
+        "--data", str(built), "--workers", str(workers), "--out", str(out),
+    ] + (["--drop-last"] if drop_last else [])
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = json.loads(out.read_text())
+    for epoch in range(2):
+        shares = [r["epochs"][epoch] for r in ranks]
+        assert len(shares[0]) == len(shares[1]) == ranks[0]["len"] == 1500
+        assert not set(shares[0]) & set(shares[1])
+        assert set(shares[0]) | set(shares[1]) == set(range(3000))
+    assert ranks[0]["epochs"][0] != ranks[0]["epochs"][1]
