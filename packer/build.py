@@ -13,8 +13,9 @@
 
 from __future__ import annotations
 
-import logging
+import json
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,10 +30,12 @@ from .index import (
     INDEX_DIR,
     MANIFEST_FILE,
     PLAN_DIR,
+    PLAN_FILE,
     TEMP_SUFFIX,
     WIDS_FILE,
     ShardInfo,
     atomic_write_bytes,
+    fsync_directory,
     dali_index_path,
     dali_index_text,
     load_plan,
@@ -47,13 +50,20 @@ from .names import KEY_RULES, member_name
 from .plan import DEFAULT_SEED, plan_shards, shuffle_order
 from .progress import progress_bar
 from .scan import ON_ERROR_CHOICES, scan_tree
-from .table import SampleTable, keep_samples
+from .table import SampleTable, drop_unused_extensions, keep_samples
 from .units import format_size
-from .write import ShardJob, write_shards
-
-log = logging.getLogger("packer")
+from .write import write_shards
 
 DEFAULT_SHARD_SIZE = 256 * 10**6
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity and cpusets), not the host's count."""
+    if hasattr(os, "process_cpu_count"):
+        return os.process_cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 @dataclass
@@ -64,7 +74,7 @@ class BuildOptions:
     num_shards: Optional[int] = None
     seed: int = DEFAULT_SEED
     shuffle: bool = True
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=lambda: usable_cpus())
     key_rule: str = "last-dot"
     include_hidden: bool = False
     on_error: str = "stop"
@@ -121,17 +131,44 @@ def _is_within(path: Path, parent: Path) -> bool:
     return path == parent or parent in path.parents
 
 
-def _our_artifact(dst: Path, name: str, previous: Sequence[str]) -> bool:
-    if name in (MANIFEST_FILE, INDEX_DIR, WIDS_FILE, PLAN_DIR) or name in previous:
-        return True
-    if name.startswith(".") and name.endswith(TEMP_SUFFIX):
-        return True
-    # shards, DALI indexes, and tar-index caches the loaders leave beside shards
-    return name.endswith((".tar", ".idx", ".pkidx.npz"))
+def _previous_build_files(dst: Path) -> set:
+    """Names in DST that a previous build made, from its manifest or plan.
+
+    Only what the previous build recorded counts: its shards (and the DALI
+    indexes and tar-index caches beside them), the index files, the plan,
+    and temporary files of those names.  A ``*.tar`` that no manifest lists
+    is not ours to delete.
+    """
+    shards: List[str] = []
+    if (dst / MANIFEST_FILE).exists():
+        try:
+            shards = [s["name"] for s in read_manifest(dst)["shards"]]
+        except (PackerError, KeyError, TypeError):
+            shards = []
+    if (dst / PLAN_DIR / PLAN_FILE).exists():
+        try:
+            shards += json.loads((dst / PLAN_DIR / PLAN_FILE).read_text("utf-8"))["shard_names"]
+        except (OSError, ValueError, KeyError):
+            pass
+    if not shards and not (dst / PLAN_DIR).exists():
+        return set()
+    names = {MANIFEST_FILE, INDEX_DIR, WIDS_FILE, PLAN_DIR}
+    for shard in shards:
+        names |= {shard, str(Path(shard).with_suffix(".idx")), shard + ".pkidx.npz"}
+    return names
 
 
-def prepare_destination(src: Path, dst: Path, overwrite: bool) -> None:
-    """Check SRC and DST, and empty DST of a previous build when allowed."""
+_TEMP_RE = re.compile(r"^\.(.+)\.\d+" + re.escape(TEMP_SUFFIX) + "$")
+
+
+def _is_temp_of(name: str, ours: set) -> bool:
+    match = _TEMP_RE.match(name)
+    return bool(match) and match.group(1) in ours
+
+
+def check_paths(src: Path, dst: Path, overwrite: bool) -> List[Path]:
+    """Refuse SRC/DST combinations that cannot work; return what an
+    ``--overwrite`` will delete (nothing is deleted here)."""
     if not src.exists():
         raise UsageError(f"{src}: source directory does not exist")
     if not src.is_dir():
@@ -143,28 +180,30 @@ def prepare_destination(src: Path, dst: Path, overwrite: bool) -> None:
         raise UsageError(f"{dst}: destination contains the source directory {src}")
     if dst.exists() and not dst.is_dir():
         raise UsageError(f"{dst}: destination exists and is not a directory")
-    if dst.is_dir():
-        entries = sorted(os.listdir(dst))
-        if entries and not overwrite:
-            unfinished = " (it holds an unfinished build)" if PLAN_DIR in entries else ""
-            raise UsageError(f"{dst}: destination is not empty{unfinished}; use --overwrite to replace a previous build")
-        previous: List[str] = []
-        if (dst / MANIFEST_FILE).exists():
-            try:
-                previous = [s["name"] for s in read_manifest(dst)["shards"]]
-            except PackerError:
-                previous = []
-        foreign = [e for e in entries if not _our_artifact(dst, e, previous)]
-        if foreign:
-            raise UsageError(
-                f"{dst / foreign[0]}: --overwrite only replaces a previous build, and this is not part of one"
-            )
-        for entry in entries:
-            path = dst / entry
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+    if not dst.is_dir():
+        return []
+    entries = sorted(os.listdir(dst))
+    if not entries:
+        return []
+    if not overwrite:
+        unfinished = " (it holds an unfinished build)" if PLAN_DIR in entries else ""
+        raise UsageError(f"{dst}: destination is not empty{unfinished}; use --overwrite to replace a previous build")
+    ours = _previous_build_files(dst)
+    if not ours:
+        raise UsageError(f"{dst}: --overwrite only replaces a previous build, and this directory holds none")
+    foreign = [e for e in entries if e not in ours and not _is_temp_of(e, ours)]
+    if foreign:
+        raise UsageError(f"{dst / foreign[0]}: --overwrite only replaces a previous build, and this is not part of one")
+    return [dst / e for e in entries]
+
+
+def clear_and_create(dst: Path, old: Sequence[Path]) -> None:
+    """Delete a previous build's files (already checked) and create DST."""
+    for path in old:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     try:
         dst.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -192,7 +231,7 @@ def plan_build(src: os.PathLike | str, dst: os.PathLike | str, options: BuildOpt
     """Step 1: scan, plan and save the plan in ``DST/.plan``; returns its metadata."""
     options.check()
     src, dst = Path(src), Path(dst)
-    prepare_destination(src, dst, options.overwrite)
+    old = check_paths(src, dst, options.overwrite)
     with progress_bar(options.quiet, desc="scanning", unit=" entries") as bar:
         scanned = scan_tree(
             src,
@@ -225,6 +264,8 @@ def plan_build(src: os.PathLike | str, dst: os.PathLike | str, options: BuildOpt
             f"--shard-size {format_size(options.shard_size or 0)}: it gets a shard of its own"
         )
     names = [shard_name(options.prefix, j, plan.num_shards) for j in range(plan.num_shards)]
+    # Every check has passed: only now may a previous build be replaced.
+    clear_and_create(dst, old)
     meta = {
         "source": str(src.resolve()),
         "settings": options.settings(),
@@ -251,7 +292,6 @@ def write_planned(
         done = load_shard_records(dst)
         shards = [j for j in range(len(bounds) - 1) if j not in done]
     total = int(table.member_spans().sum()) + 1024 * (len(bounds) - 1)
-    job = ShardJob(src=meta["source"], dst=str(dst), names=meta["shard_names"], on_error=meta["settings"]["on_error"])
     with progress_bar(quiet, desc="writing", total=total, unit="B", unit_scale=True, unit_divisor=1000) as bar:
 
         def on_progress(written: int, samples: int) -> None:
@@ -259,7 +299,7 @@ def write_planned(
             if hasattr(bar, "set_postfix_str"):
                 bar.set_postfix_str(f"{samples:,}/{table.num_samples:,} samples", refresh=False)
 
-        write_shards(table, bounds, shards, job, workers=workers, on_progress=on_progress)
+        write_shards(dst, shards, workers=workers, on_progress=on_progress)
 
 
 def finalize_build(dst: os.PathLike | str) -> Dict[str, Any]:
@@ -278,13 +318,22 @@ def finalize_build(dst: os.PathLike | str) -> Dict[str, Any]:
         keep[dropped] = False
         table = keep_samples(table, keep)
         bounds = bounds - np.searchsorted(dropped, bounds, side="left")
+    if table.num_samples == 0:
+        first = skipped[0] if skipped else {"path": "?", "reason": "?"}
+        raise PackerError(f"{dst}: every sample was skipped, nothing was packed (first: {first['path']}: {first['reason']})")
+    table = drop_unused_extensions(table)
     layout = compute_layout(table, bounds)
     shards = []
     for j in range(num_shards):
         record = records[j]
-        if int(layout.shard_bytes[j]) != record["num_bytes"]:
+        planned = int(layout.shard_bytes[j])
+        try:
+            on_disk = (dst / record["name"]).stat().st_size
+        except FileNotFoundError:
+            raise PackerError(f"{dst / record['name']}: shard recorded as written but missing") from None
+        if not planned == record["num_bytes"] == on_disk:
             raise PackerError(
-                f"{dst / record['name']}: {record['num_bytes']} bytes written but {int(layout.shard_bytes[j])} planned"
+                f"{dst / record['name']}: {on_disk} bytes on disk, {record['num_bytes']} recorded, {planned} planned"
             )
         shards.append(
             ShardInfo(
@@ -307,6 +356,7 @@ def finalize_build(dst: os.PathLike | str) -> Dict[str, Any]:
     }
     if meta["settings"].get("dali_index"):
         _write_dali_indexes(dst, table, layout.member_offset, bounds, shards)
+    fsync_directory(dst)  # shard renames are durable before index.json says "complete"
     manifest = write_index(
         dst,
         table,

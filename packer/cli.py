@@ -13,7 +13,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .errors import PackerError, UsageError
+from .errors import PackerError
 
 _BUILD_EPILOG = """\
 examples:
@@ -150,7 +150,7 @@ def _run_build(args: argparse.Namespace) -> int:
     if manifest["skipped"]:
         first = manifest["skipped"][0]
         print(
-            f"skipped {len(manifest['skipped']):,} entries, e.g. {first['path']} ({first['reason']}); "
+            f"skipped {len(manifest['skipped']):,} entries, e.g. {printable(first['path'])} ({first['reason']}); "
             f"all are listed under \"skipped\" in {os.path.join(args.dst, 'index.json')}"
         )
     return 0
@@ -161,7 +161,7 @@ def _run_verify(args: argparse.Namespace) -> int:
 
     problems = verify_dataset(args.dst, workers=args.workers, quiet=args.quiet)
     for problem in problems:
-        print(f"FAILED {problem}", file=sys.stderr)
+        print(f"FAILED {printable(problem)}", file=sys.stderr)
     if problems:
         bad = len({p.split(":", 1)[0] for p in problems})
         print(f"verify: {bad} shard(s) differ from the index", file=sys.stderr)
@@ -178,16 +178,25 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters escaped, so one message is one line
+    and a file name cannot forge output lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"build": _run_build, "verify": _run_verify, "info": _run_info}[args.command](args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
     except PackerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # disk full, file too large, name too long, I/O error
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {printable(where + (exc.strerror or str(exc)))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -72,6 +72,20 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
         raise
 
 
+def fsync_directory(directory: Path) -> None:
+    """Make renames inside ``directory`` durable (no-op where unsupported)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_json(path: Path, obj: Any, *, fsync: bool = True) -> None:
     data = (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
     atomic_write_bytes(path, data, fsync=fsync)
@@ -100,7 +114,7 @@ def load_arrays(directory: Path, names: Iterable[str], *, mmap: bool = True) -> 
             out[name] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except FileNotFoundError:
             raise IndexFormatError(f"{path}: missing index file") from None
-        except ValueError as exc:
+        except (ValueError, EOFError, OSError) as exc:
             raise IndexFormatError(f"{path}: not a valid .npy file ({exc})") from None
     return out
 
@@ -331,5 +345,5 @@ __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST_FILE", "INDEX_DIR", "WIDS_FILE", "PLAN_DIR",
     "INDEX_ARRAYS", "IndexFormatError", "PackedIndex", "ShardInfo", "read_manifest", "is_dataset",
     "save_plan", "load_plan", "save_shard_record", "load_shard_records", "write_index", "shard_name", "dali_index_text", "dali_index_path",
-    "atomic_write_bytes", "atomic_write_json", "save_arrays", "load_arrays", "temp_path",
+    "atomic_write_bytes", "atomic_write_json", "fsync_directory", "save_arrays", "load_arrays", "temp_path",
 ]

@@ -15,10 +15,13 @@ packer writes a *key* that survives the reader's split unchanged:
   (``--key-rule first-dot``, for trees already laid out WebDataset-style,
   where ``x.seg.png`` belongs to sample ``x``); leading dots of a hidden file
   never start an extension, as with :func:`os.path.splitext`;
-* in the key, ``%`` is written ``%25`` everywhere, a ``.`` in the stem is
-  written ``%2E``, and the first ``_`` of a leading ``__...__`` directory is
-  written ``%5F``;
-* the member name is ``key + "." + extension``.
+* in the key, ``%`` is written ``%25`` and a newline ``%0A`` everywhere (the
+  reader's regular expression does not match across a newline), a ``.`` in
+  the stem is written ``%2E``, and when the key starts with ``__`` its first
+  ``_`` is written ``%5F`` (readers drop names starting ``__...__``);
+* the member name is ``key + "." + extension``; an extension that readers
+  would mistake (one starting with ``__``, like their ``__key__`` field, or
+  holding a newline) is refused by :func:`extension_problem`.
 
 Decoding is a plain percent-decoding of the key, so the original relative
 path is always ``unescape_key(key) + "." + extension``.
@@ -31,10 +34,8 @@ from typing import Optional, Tuple
 
 KEY_RULES = ("last-dot", "first-dot")
 
-_ESCAPE_RE = re.compile(r"%(25|2E|5F)")
-_UNESCAPE = {"25": "%", "2E": ".", "5F": "_"}
-# What webdataset's tar iterator skips as "metadata" (matched at the start).
-_WDS_META_RE = re.compile(r"__[^/]*__($|/)")
+_ESCAPE_RE = re.compile(r"%(25|2E|5F|0A)")
+_UNESCAPE = {"25": "%", "2E": ".", "5F": "_", "0A": "\n"}
 
 
 def split_extension(basename: str, key_rule: str = "last-dot") -> Optional[Tuple[str, str]]:
@@ -66,12 +67,23 @@ def escape_key(relative_stem: str) -> str:
     :func:`unescape_key` reverses it exactly.
     """
     key = relative_stem.replace("%", "%25") if "%" in relative_stem else relative_stem
+    if "\n" in key:
+        key = key.replace("\n", "%0A")
     slash = key.rfind("/")
     if key.find(".", slash + 1) >= 0:
         key = key[: slash + 1] + key[slash + 1 :].replace(".", "%2E")
-    if key.startswith("__") and _WDS_META_RE.match(key):
+    if key.startswith("__"):
         key = "%5F" + key[1:]
     return key
+
+
+def extension_problem(extension: str) -> Optional[str]:
+    """Why ``extension`` cannot be written so that readers see it, or None."""
+    if extension.startswith("__"):
+        return "extension starts with '__', which WebDataset readers reserve for __key__, __url__ etc."
+    if "\n" in extension:
+        return "extension contains a newline"
+    return None
 
 
 def unescape_key(key: str) -> str:

@@ -162,11 +162,24 @@ def split_contiguous(sizes: np.ndarray, num_shards: int) -> np.ndarray:
     return bounds
 
 
-def _cut(order: np.ndarray, sizes: np.ndarray, num_shards: int, keep_order: bool):
-    """Samples regrouped by shard, and the shard boundaries."""
+def _cut(sizes: np.ndarray, num_shards: int, keep_order: bool):
+    """Positions (into ``sizes``) regrouped by shard, and shard boundaries."""
     if keep_order:
-        return order, split_contiguous(sizes, num_shards)
-    return _group(order, assign_balanced(sizes, num_shards), num_shards)
+        return np.arange(len(sizes)), split_contiguous(sizes, num_shards)
+    return _group(np.arange(len(sizes)), assign_balanced(sizes, num_shards), num_shards)
+
+
+def _fit(sizes: np.ndarray, budget: int, keep_order: bool):
+    """The fewest shards, from ``ceil(total / budget)`` up, whose largest
+    fits ``budget`` (every sample must fit alone); positions and bounds."""
+    count = max(1, -(-int(sizes.sum()) // budget))
+    while True:
+        positions, bounds = _cut(sizes, count, keep_order)
+        csum = np.zeros(len(sizes) + 1, dtype=np.uint64)
+        np.cumsum(sizes[positions], out=csum[1:])
+        if int(np.diff(csum[bounds]).max()) <= budget or count >= len(sizes):
+            return positions, bounds
+        count = min(len(sizes), count + max(1, count // 64))
 
 
 def _group(order: np.ndarray, shard_of: np.ndarray, num_shards: int):
@@ -189,10 +202,11 @@ def plan_shards(
 
     With ``shard_size`` the number of shards is the smallest that keeps every
     shard at or under ``shard_size`` bytes; a sample that alone exceeds it
-    gets a shard of its own (listed in ``oversized``, placed last).  With
-    ``num_shards`` exactly that many shards are made.  ``keep_order`` makes
-    shards contiguous runs of ``order`` (so reading shards in turn gives
-    ``order`` back) at the cost of looser balance.
+    gets a shard of its own (listed in ``oversized``; placed last, or where
+    it stands with ``keep_order``).  With ``num_shards`` exactly that many
+    shards are made.  ``keep_order`` makes shards contiguous runs of
+    ``order`` (so reading shards in turn gives ``order`` back) at the cost
+    of looser balance.
     """
     if (shard_size is None) == (num_shards is None):
         raise ValueError("give exactly one of shard_size and num_shards")
@@ -201,22 +215,40 @@ def plan_shards(
         raise ValueError("no samples to plan")
     sizes = np.asarray(sample_bytes, dtype=np.uint64)[order]
     if num_shards is not None:
-        grouped, bounds = _cut(order, sizes, num_shards, keep_order)
-        return ShardPlan(order=grouped, bounds=bounds)
+        positions, bounds = _cut(sizes, num_shards, keep_order)
+        return ShardPlan(order=order[positions], bounds=bounds)
     budget = int(shard_size) - ARCHIVE_TRAILER
     if budget <= 0:
         raise ValueError(f"shard size {shard_size} is smaller than a tar's end-of-archive blocks")
-    big = sizes > budget
-    small_order, big_order = order[~big], order[big]
+    big = np.flatnonzero(sizes > budget)
+    if keep_order:
+        # Oversized samples stay where they are, each alone, so that reading
+        # the shards in turn still gives ``order`` back.
+        pieces, bounds, oversized = [], [0], []
+        start = 0
+        for stop in big.tolist() + [len(order)]:
+            if stop > start:
+                positions, run_bounds = _fit(sizes[start:stop], budget, True)
+                pieces.append(positions + start)
+                bounds.extend((run_bounds[1:] + start).tolist())
+            if stop < len(order):
+                oversized.append(len(bounds) - 1)
+                pieces.append(np.array([stop]))
+                bounds.append(stop + 1)
+            start = stop + 1
+        return ShardPlan(order=order[np.concatenate(pieces)], bounds=np.array(bounds, dtype=np.int64), oversized=oversized)
+    small = np.ones(len(order), dtype=bool)
+    small[big] = False
+    small_positions = np.flatnonzero(small)
     bounds = np.zeros(1, dtype=np.int64)
-    if len(small_order):
-        total = int(sizes[~big].sum())
-        count = max(1, -(-total // budget))
-        small_order, bounds = _cut(small_order, sizes[~big], count, keep_order)
+    grouped = np.zeros(0, dtype=np.int64)
+    if len(small_positions):
+        positions, bounds = _fit(sizes[small_positions], budget, False)
+        grouped = small_positions[positions]
     first_big = len(bounds) - 1
-    bounds = np.concatenate([bounds, len(small_order) + 1 + np.arange(len(big_order), dtype=np.int64)])
+    bounds = np.concatenate([bounds, len(grouped) + 1 + np.arange(len(big), dtype=np.int64)])
     return ShardPlan(
-        order=np.concatenate([small_order, big_order]),
+        order=order[np.concatenate([grouped, big])],
         bounds=bounds,
-        oversized=list(range(first_big, first_big + len(big_order))),
+        oversized=list(range(first_big, first_big + len(big))),
     )

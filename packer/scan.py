@@ -14,7 +14,8 @@ What happens to each kind of entry (documented in docs/format.md):
   so loops cannot happen), FIFO/socket/device: skipped and reported;
 * broken or looping symbolic link, name that is not valid UTF-8, two files
   of one sample whose extensions differ only in case (the readers lowercase
-  extensions): an error, or with ``on_error="skip"`` skipped and reported.
+  extensions), an extension readers would mistake (``x.__key__``): an
+  error, or with ``on_error="skip"`` skipped and reported.
 
 A file that cannot be read is found when it is read (see ``write``), not
 here: checking permissions during the scan would cost a system call per
@@ -36,7 +37,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .errors import PackerError
-from .names import escape_key, split_extension
+from .names import escape_key, extension_problem, split_extension
 from .table import SampleTable, concat_tables, ext_dtype, header_sizes
 
 ON_ERROR_CHOICES = ("stop", "skip")
@@ -214,6 +215,11 @@ class _Walker:
                     skipped.append(Skipped(rel_dir + name, "no extension"))
                     continue
                 stem, ext = parts
+            if ext[0] == "_" or "\n" in ext:
+                problem = extension_problem(ext)
+                if problem:
+                    self.fail(rel_dir + name, problem)
+                    continue
             if is_link:
                 self.result.symlinks_followed += 1
             member = (ext, st.st_size, st.st_mtime_ns, name)

@@ -178,6 +178,7 @@ def header_sizes(table: SampleTable) -> np.ndarray:
     ext = np.asarray(table.member_ext, dtype=np.int64)
     name_len = key_len[member_sample] + 1 + ext_len[ext]
     sizes = np.asarray(table.member_size, dtype=np.uint64)
+    # The vectorized form of tarfmt.is_plain, negated.
     special = (name_len > 100) | high[member_sample] | ext_high[ext] | (sizes > np.uint64(MAX_OCTAL_SIZE))
     for i in np.flatnonzero(special).tolist():
         s = int(member_sample[i])
@@ -216,9 +217,23 @@ def concat_tables(tables: List[SampleTable]) -> SampleTable:
     )
 
 
+def drop_unused_extensions(table: SampleTable) -> SampleTable:
+    """The same table without extensions no member uses (after drops)."""
+    used = np.unique(np.asarray(table.member_ext, dtype=np.int64))
+    if len(used) == len(table.extensions):
+        return table
+    remap = np.zeros(len(table.extensions), dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    return replace(
+        table,
+        member_ext=remap[np.asarray(table.member_ext, dtype=np.int64)].astype(ext_dtype(len(used))),
+        extensions=[table.extensions[i] for i in used.tolist()],
+    )
+
+
 def keep_samples(table: SampleTable, keep: np.ndarray) -> SampleTable:
     """Table without the samples whose ``keep`` flag is False (order kept)."""
     return table.take(np.flatnonzero(keep))
 
 
-__all__ = ["SampleTable", "concat_tables", "empty_table", "gather_segments", "keep_samples", "ext_dtype"]
+__all__ = ["SampleTable", "concat_tables", "drop_unused_extensions", "empty_table", "gather_segments", "keep_samples", "ext_dtype"]

@@ -49,10 +49,6 @@ def padded(size: int) -> int:
     return (size + BLOCK - 1) // BLOCK * BLOCK
 
 
-def _needs_pax(name: bytes, size: int) -> bool:
-    return len(name) > 100 or size > MAX_OCTAL_SIZE or not name.isascii()
-
-
 def _pax_records(name: bytes, size: int) -> bytes:
     """PAX records for a member; each record's length counts its own digits."""
     out = []
@@ -89,8 +85,7 @@ _PLAIN_TEMPLATE[148:156] = b" " * 8
 
 def member_header(name: bytes, size: int) -> bytes:
     """All header bytes written before a regular member's data."""
-    if len(name) <= 100 and size <= MAX_OCTAL_SIZE and name.isascii():
-        # Inlined _ustar_header: this runs once per member on the hot path.
+    if is_plain(name, size):
         size_field = b"%011o\x00" % size
         checksum = _FIXED_SUM_REGULAR + sum(name) + sum(size_field)
         return name + bytes(100 - len(name)) + _MODE_UID_GID + size_field + _MTIME + (b"%06o\x00 " % checksum) + _REGULAR_TAIL
@@ -141,14 +136,9 @@ def plain_headers(names: Sequence[bytes], sizes: Sequence[int]) -> bytes:
 
 def member_header_size(name: bytes, size: int) -> int:
     """Length of :func:`member_header` without building it."""
-    if len(name) <= 100 and size <= MAX_OCTAL_SIZE and name.isascii():
+    if is_plain(name, size):
         return BLOCK
     return 2 * BLOCK + padded(len(_pax_records(name, size)))
-
-
-def member_span(name: bytes, size: int) -> int:
-    """Bytes one member occupies in the archive: headers, data and padding."""
-    return member_header_size(name, size) + padded(size)
 
 
 # --------------------------------------------------------------------- reading
@@ -156,7 +146,12 @@ def member_span(name: bytes, size: int) -> int:
 
 @dataclass(frozen=True)
 class TarMember:
-    """One entry of a tar: where its headers start and where its data lies."""
+    """One entry of a tar: where its headers start and where its data lies.
+
+    ``header_offset`` is the first header block of the entry, extended
+    headers (PAX ``x``, GNU ``L``/``K``) included, so reading from there
+    yields the whole entry.
+    """
 
     name: str
     header_offset: int
@@ -230,6 +225,7 @@ def iter_members(read_at: Callable[[int, int], bytes], file_size: int) -> Iterat
     long_name: Optional[bytes] = None
     pax: dict = {}
     global_pax: dict = {}
+    entry_start: Optional[int] = None  # first header block of the current entry
     while offset + BLOCK <= file_size:
         block = read_at(offset, BLOCK)
         if len(block) < BLOCK:
@@ -246,6 +242,8 @@ def iter_members(read_at: Callable[[int, int], bytes], file_size: int) -> Iterat
                 f"tar member at offset {offset} claims {size} bytes but the file ends at {file_size}"
             )
         if typeflag in (b"x", b"g", b"L", b"K"):
+            if typeflag != b"g" and entry_start is None:
+                entry_start = offset
             data = read_at(data_offset, size)
             if typeflag == b"x":
                 pax = _parse_pax(data, offset)
@@ -255,7 +253,7 @@ def iter_members(read_at: Callable[[int, int], bytes], file_size: int) -> Iterat
                 long_name = data.split(b"\x00", 1)[0]
             offset = data_offset + padded(size)
             continue
-        header_offset = offset
+        header_offset = offset if entry_start is None else entry_start
         name = block[:100].split(b"\x00", 1)[0]
         if block[257:262] == b"ustar":
             prefix = block[345:500].split(b"\x00", 1)[0]
@@ -279,7 +277,7 @@ def iter_members(read_at: Callable[[int, int], bytes], file_size: int) -> Iterat
             typeflag=typeflag,
         )
         offset = data_offset + padded(size)
-        pax, long_name = {}, None
+        pax, long_name, entry_start = {}, None, None
     if offset < file_size:
         raise TarFormatError(f"truncated tar header at offset {offset}")
 

@@ -1,11 +1,13 @@
 """Plan -> shard files: one shard per task, in parallel, atomically.
 
-A shard's bytes depend only on the plan, so any number of workers gives
-byte-identical output.  Each shard is written to a hidden temporary name and
-renamed when complete and checked against the planned size.  Source files
-are checked against the plan's size as they are read: a file that vanished,
-became unreadable, grew or shrank since the scan stops the build (naming
-file, shard and offset), or with ``on_error="skip"`` drops its whole sample.
+A shard's bytes depend only on the saved plan, so any number of workers
+gives byte-identical output.  Each shard is written to a hidden temporary
+name, its size checked against the plan, flushed to disk (fsync), and only
+then renamed into place.  Each source file is checked as it is opened: it
+must still be a regular file with the size and modification time the scan
+saw, and it must not grow while it is read.  A file that fails stops the
+build (naming file, shard and offset), or with ``on_error="skip"`` its
+whole sample is left out and recorded.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import stat
 import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, MutableSequence, Optional, Sequence
 
 import numpy as np
 
@@ -29,8 +32,8 @@ from .table import SampleTable
 from .tarfmt import BLOCK, END_OF_ARCHIVE, member_header, plain_headers
 
 _CHUNK = 4 << 20  # bytes gathered before one hash update and one write
-_SINGLE_READ_LIMIT = 0x7FFFF000  # Linux returns at most this much per read()
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+_STREAM_MEMBER = 16 << 20  # larger members are copied in chunks, never held whole
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _ZERO_BLOCK = memoryview(bytes(BLOCK))
 
 
@@ -43,9 +46,9 @@ class ShardResult:
     skipped: List[Skipped] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ShardJob:
-    """What one worker needs to know besides the plan itself."""
+    """Settings every shard task shares, read from the saved plan."""
 
     src: str
     dst: str
@@ -53,12 +56,15 @@ class ShardJob:
     on_error: str
 
 
-def _read_member(path: str, size: int) -> bytes:
-    """Read a source file, refusing one whose size differs from the plan.
+class _SourceProblem(Exception):
+    """A source file that no longer matches the plan."""
 
-    One ``read`` of ``size + 1`` bytes tells a file that grew from one that
-    is intact without an extra ``fstat``; only files past the kernel's 2 GiB
-    per-read limit take the slower loop.
+
+def _open_member(path: str, size: int, mtime_ns: int) -> int:
+    """Open a source file, refusing one that differs from the plan.
+
+    ``O_NONBLOCK`` keeps a FIFO put in a file's place from hanging the
+    build; ``fstat`` then rejects anything but the planned regular file.
     """
     try:
         fd = os.open(path, _OPEN_FLAGS)
@@ -69,25 +75,17 @@ def _read_member(path: str, size: int) -> bytes:
     except OSError as exc:
         raise _SourceProblem(f"cannot open: {exc.strerror}") from None
     try:
-        if size < _SINGLE_READ_LIMIT:
-            data = os.read(fd, size + 1)
-            if len(data) == size:
-                return data
-            raise _SourceProblem(_size_changed(len(data), size))
-        chunks, remaining = [], size
-        while remaining:
-            chunk = os.read(fd, min(remaining, _SINGLE_READ_LIMIT))
-            if not chunk:
-                raise _SourceProblem(_size_changed(size - remaining, size))
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        if os.read(fd, 1):
-            raise _SourceProblem(_size_changed(size + 1, size))
-        return b"".join(chunks)
-    except OSError as exc:
-        raise _SourceProblem(f"read failed: {exc.strerror}") from None
-    finally:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _SourceProblem("is no longer a regular file")
+        if st.st_size != size:
+            raise _SourceProblem(_size_changed(st.st_size, size))
+        if st.st_mtime_ns != mtime_ns:
+            raise _SourceProblem("modified during the build (modification time changed)")
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
 def _size_changed(found: int, planned: int) -> str:
@@ -96,8 +94,61 @@ def _size_changed(found: int, planned: int) -> str:
     return f"changed during the build (now {found} bytes, planned {planned})"
 
 
-class _SourceProblem(Exception):
-    pass
+def _read_small(fd: int, size: int) -> bytes:
+    """The whole file; one read of ``size + 1`` bytes also catches growth."""
+    try:
+        data = os.read(fd, size + 1)
+    except OSError as exc:
+        raise _SourceProblem(f"read failed: {exc.strerror}") from None
+    if len(data) != size:
+        raise _SourceProblem(_size_changed(len(data), size))
+    return data
+
+
+class _ShardFile:
+    """A shard's temporary file, its running hash, and a write buffer.
+
+    Members are gathered in ``buf`` and hashed and written every few MB.  A
+    sample is undone by cutting ``buf`` back, or, for a sample streamed
+    straight to the file, by truncating to a mark and restoring the hash.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "wb", buffering=0)
+        self.digest = hashlib.sha256()
+        self.flushed = 0
+        self.buf = bytearray()
+
+    @property
+    def position(self) -> int:
+        return self.flushed + len(self.buf)
+
+    def flush(self) -> None:
+        self.write_through(self.buf)
+        self.buf.clear()
+
+    def write_through(self, data) -> None:
+        self.digest.update(data)
+        done = 0
+        with memoryview(data) as view:
+            while done < len(view):
+                done += self.file.write(view[done:])
+        self.flushed += done
+
+    def mark(self):
+        self.flush()
+        return self.flushed, self.digest.copy()
+
+    def rollback(self, mark) -> None:
+        self.buf.clear()
+        self.flushed, self.digest = mark[0], mark[1].copy()
+        self.file.truncate(self.flushed)
+        self.file.seek(self.flushed)
+
+    def finish(self) -> None:
+        self.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
 
 
 def write_shard(
@@ -105,7 +156,7 @@ def write_shard(
     bounds: np.ndarray,
     shard: int,
     job: ShardJob,
-    progress: Optional[Sequence] = None,
+    progress: Optional[MutableSequence[int]] = None,
 ) -> ShardResult:
     """Write shard ``shard`` of the plan; returns its size, hash and drops.
 
@@ -119,9 +170,11 @@ def write_shard(
     base = key_offsets[0]
     key_blob = table.keys[base : key_offsets[-1]].tobytes()
     sample_members = table.sample_members[lo : hi + 1].tolist()
-    m_lo = sample_members[0]
-    ext_ids = table.member_ext[m_lo : sample_members[-1]].tolist()
-    sizes = table.member_size[m_lo : sample_members[-1]].tolist()
+    m_lo, m_hi = sample_members[0], sample_members[-1]
+    ext_ids = table.member_ext[m_lo:m_hi].tolist()
+    sizes = table.member_size[m_lo:m_hi].tolist()
+    mtimes = table.member_mtime_ns[m_lo:m_hi].tolist()
+    header_sizes = np.asarray(table.member_header_size[m_lo:m_hi])
     dot_ext_bytes = [b"." + e.encode("utf-8") for e in table.extensions]
     dot_ext_text = ["." + e for e in table.extensions]
     src_prefix = os.path.join(job.src, "")
@@ -134,80 +187,92 @@ def write_shard(
         stems.append(unescape_key(key.decode("utf-8")))
         for m in range(sample_members[i] - m_lo, sample_members[i + 1] - m_lo):
             names.append(key + dot_ext_bytes[ext_ids[m]])
-    plain = table.member_header_size[m_lo : sample_members[-1]] == BLOCK
+    plain = header_sizes == BLOCK
     plain_slot = (np.cumsum(plain) - 1).tolist()
-    plain = plain.tolist()
-    plain_blob = memoryview(plain_headers([n for n, p in zip(names, plain) if p], [z for z, p in zip(sizes, plain) if p]))
+    plain_list = plain.tolist()
+    plain_blob = memoryview(plain_headers([n for n, p in zip(names, plain_list) if p], [z for z, p in zip(sizes, plain_list) if p]))
+    streamed = {i for i in range(hi - lo) if any(sizes[m] > _STREAM_MEMBER for m in range(sample_members[i] - m_lo, sample_members[i + 1] - m_lo))}
     name = job.names[shard]
     final = Path(job.dst) / name
     tmp = temp_path(final)
     result = ShardResult(shard=shard, num_bytes=0, sha256="")
-    digest = hashlib.sha256()
-    flushed = 0  # bytes already hashed and written
-    buf = bytearray()
+    kept_members = np.ones(m_hi - m_lo, dtype=bool)
     try:
-        with open(tmp, "wb", buffering=0) as out:
-
-            def flush() -> None:
-                nonlocal flushed
-                digest.update(buf)
-                done = 0
-                with memoryview(buf) as whole:
-                    while done < len(buf):
-                        done += out.write(whole[done:])
-                flushed += done
-                buf.clear()
-
-            for i in range(hi - lo):
-                stem = stems[i]
-                sample_start = len(buf)
-                m = sample_members[i] - m_lo
-                m_end = sample_members[i + 1] - m_lo
-                try:
-                    while m < m_end:
-                        size = sizes[m]
-                        rel = stem + dot_ext_text[ext_ids[m]]
-                        data = _read_member(src_prefix + rel, size)
-                        if plain[m]:
+        out = _ShardFile(tmp)
+    except OSError as exc:
+        raise PackerError(f"{tmp}: cannot create shard: {exc.strerror}") from None
+    try:
+        for i in range(hi - lo):
+            stem = stems[i]
+            m, m_end = sample_members[i] - m_lo, sample_members[i + 1] - m_lo
+            big = i in streamed
+            mark = out.mark() if big else None
+            sample_start = out.position
+            rel = stem
+            try:
+                while m < m_end:
+                    size = sizes[m]
+                    rel = stem + dot_ext_text[ext_ids[m]]
+                    fd = _open_member(src_prefix + rel, size, mtimes[m])
+                    try:
+                        if plain_list[m]:
                             slot = plain_slot[m] * BLOCK
-                            buf += plain_blob[slot : slot + BLOCK]
+                            out.buf += plain_blob[slot : slot + BLOCK]
                         else:
-                            buf += member_header(names[m], size)
-                        buf += data
-                        if size % BLOCK:
-                            buf += _ZERO_BLOCK[size % BLOCK :]
-                        m += 1
-                except _SourceProblem as problem:
-                    del buf[sample_start:]
-                    if job.on_error != "skip":
-                        raise PackerError(
-                            f"{src_prefix + rel}: {problem} (shard {name}, offset {flushed + sample_start})"
-                        ) from None
-                    result.dropped.append(lo + i)
-                    result.skipped.append(Skipped(rel, str(problem)))
-                    continue
-                if len(buf) >= _CHUNK:
-                    flush()
-                    if progress is not None:
-                        progress[shard] = flushed
-                        progress[num_shards + shard] = i + 1 - len(result.dropped)
-            buf += END_OF_ARCHIVE
-            flush()
+                            out.buf += member_header(names[m], size)
+                        if size > _STREAM_MEMBER:
+                            out.flush()
+                            _copy_stream(fd, size, out)
+                        else:
+                            out.buf += _read_small(fd, size)
+                    finally:
+                        os.close(fd)
+                    if size % BLOCK:
+                        out.buf += _ZERO_BLOCK[size % BLOCK :]
+                    m += 1
+            except _SourceProblem as problem:
+                if mark is not None:
+                    out.rollback(mark)
+                else:
+                    del out.buf[sample_start - out.flushed :]
+                if job.on_error != "skip":
+                    raise PackerError(
+                        f"{src_prefix + rel}: {problem} (shard {name}, offset {sample_start})"
+                    ) from None
+                result.dropped.append(lo + i)
+                result.skipped.append(Skipped(rel, str(problem)))
+                kept_members[sample_members[i] - m_lo : m_end] = False
+                continue
+            if len(out.buf) >= _CHUNK or big:
+                out.flush()
+                if progress is not None:
+                    progress[shard] = out.flushed
+                    progress[num_shards + shard] = i + 1 - len(result.dropped)
+        out.buf += END_OF_ARCHIVE
+        out.finish()
+        sizes_kept = np.asarray(sizes, dtype=np.int64)[kept_members]
+        planned = int(header_sizes[kept_members].sum() + ((sizes_kept + BLOCK - 1) // BLOCK * BLOCK).sum()) + len(END_OF_ARCHIVE)
+        if out.flushed != planned:
+            raise PackerError(f"{final}: wrote {out.flushed} bytes but the plan says {planned} (internal error)")
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
+        if not out.file.closed:
+            out.file.close()
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # the shard's own file: disk full, quota, I/O error
+            raise PackerError(f"{final}: cannot write shard: {exc.strerror or exc}") from None
         raise
     if progress is not None:
-        progress[shard] = flushed
+        progress[shard] = out.flushed
         progress[num_shards + shard] = hi - lo - len(result.dropped)
-    result.num_bytes = flushed
-    result.sha256 = digest.hexdigest()
+    result.num_bytes = out.flushed
+    result.sha256 = out.digest.hexdigest()
     save_shard_record(
         Path(job.dst),
         {
             "shard": shard,
             "name": name,
-            "num_bytes": flushed,
+            "num_bytes": result.num_bytes,
             "sha256": result.sha256,
             "dropped": result.dropped,
             "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
@@ -216,14 +281,34 @@ def write_shard(
     return result
 
 
+def _copy_stream(fd: int, size: int, out: _ShardFile) -> None:
+    """Copy a large member in chunks; it must end exactly at ``size``."""
+    remaining = size
+    try:
+        while remaining:
+            chunk = os.read(fd, min(remaining, _CHUNK))
+            if not chunk:
+                raise _SourceProblem(_size_changed(size - remaining, size))
+            out.write_through(chunk)
+            remaining -= len(chunk)
+        if os.read(fd, 1):
+            raise _SourceProblem(_size_changed(size + 1, size))
+    except OSError as exc:
+        raise _SourceProblem(f"read failed: {exc.strerror}") from None
+
+
 # ------------------------------------------------------------ parallel driver
 
 _worker_state: Dict[str, object] = {}
 
 
-def _init_worker(plan_root: str, job: ShardJob, progress) -> None:
-    table, bounds, _ = load_plan(Path(plan_root))
-    _worker_state.update(table=table, bounds=bounds, job=job, progress=progress)
+def _job(dst: str, meta: dict) -> ShardJob:
+    return ShardJob(src=meta["source"], dst=dst, names=meta["shard_names"], on_error=meta["settings"]["on_error"])
+
+
+def _init_worker(dst: str, progress) -> None:
+    table, bounds, meta = load_plan(Path(dst))
+    _worker_state.update(table=table, bounds=bounds, job=_job(dst, meta), progress=progress)
 
 
 def _run_in_worker(shard: int) -> ShardResult:
@@ -232,31 +317,34 @@ def _run_in_worker(shard: int) -> ShardResult:
 
 
 def process_context() -> multiprocessing.context.BaseContext:
-    # fork starts fastest and the parent holds no threads at this point;
-    # elsewhere spawn is the only safe choice.
+    """fork where it is safe and fast (Linux; the parent holds no threads
+    then), spawn elsewhere."""
     if sys.platform.startswith("linux"):
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
 
 
 def write_shards(
-    table: SampleTable,
-    bounds: np.ndarray,
+    dst: os.PathLike | str,
     shards: Sequence[int],
-    job: ShardJob,
     *,
     workers: int,
     on_progress: Optional[Callable[[int, int], None]] = None,
     poll_seconds: float = 0.2,
 ) -> List[ShardResult]:
-    """Write ``shards`` with up to ``workers`` processes (plan saved in ``job.dst``).
+    """Write ``shards`` of the plan saved in ``dst`` with up to ``workers``
+    processes.  The saved plan is the only input, in every process.
 
-    ``on_progress(bytes_written, samples_written)`` is called as work proceeds.  On the
-    first failure, shards not yet started are cancelled and the error raised.
+    ``on_progress(bytes_written, samples_written)`` is called as work
+    proceeds.  On the first failure, shards not yet started are cancelled
+    and the error raised.
     """
+    dst = os.fspath(dst)
+    table, bounds, meta = load_plan(Path(dst))
     num_shards = len(bounds) - 1
     workers = max(1, min(workers, len(shards)))
     if workers == 1:
+        job = _job(dst, meta)
         progress = np.zeros(2 * num_shards, dtype=np.int64)
         results = []
         for shard in shards:
@@ -267,7 +355,7 @@ def write_shards(
     ctx = process_context()
     shared = ctx.Array("q", 2 * num_shards, lock=False)
     results: List[ShardResult] = []
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(job.dst, job, shared)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(dst, shared)) as pool:
         pending: set[Future] = {pool.submit(_run_in_worker, s) for s in shards}
         try:
             while pending:

@@ -191,3 +191,50 @@ def test_file_vanishing_with_skip_drops_the_sample_and_records_it(image_tree, tm
     assert verify_dataset(dst) == []
     keys = [s["__key__"] for s in wds.WebDataset([str(p) for p in shard_paths(dst)], shardshuffle=False)]
     assert len(keys) == 298 and "class_001/000007" not in keys
+
+
+def test_same_size_modification_and_fifo_replacement_are_caught(tmp_path):
+    import os
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(10):
+        (src / f"{i}.txt").write_text(f"sample {i}")
+    dst = tmp_path / "dst"
+    plan_build(src, dst, BuildOptions(num_shards=1, on_error="skip", quiet=True))
+    os.utime(src / "3.txt", ns=(1, 1))  # same size, other modification time
+    (src / "5.txt").unlink()
+    os.mkfifo(src / "5.txt")  # a FIFO must not hang the build
+    write_planned(dst)
+    manifest = finalize_build(dst)
+    reasons = {s["path"]: s["reason"] for s in manifest["skipped"]}
+    assert reasons == {
+        "3.txt": "modified during the build (modification time changed)",
+        "5.txt": "is no longer a regular file",
+    }
+    assert manifest["num_samples"] == 8
+
+
+def test_large_member_is_streamed_and_rolled_back_when_its_sample_fails(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "big.bin", "wb") as f:
+        f.truncate(20 << 20)  # larger than the streaming threshold
+    (src / "big.json").write_text("{}")
+    (src / "small.bin").write_bytes(b"x" * 100)
+    dst = tmp_path / "dst"
+    plan_build(src, dst, BuildOptions(num_shards=1, shuffle=False, on_error="skip", quiet=True))
+    (src / "big.json").unlink()  # big.bin is written first, then its sample fails
+    write_planned(dst)
+    manifest = finalize_build(dst)
+    assert manifest["num_samples"] == 1 and manifest["shards"][0]["num_bytes"] == 512 + 512 + 1024
+    assert verify_dataset(dst) == []
+    # and without the failure the 20 MB member round-trips
+    (src / "big.json").write_text("{}")
+    build(src, tmp_path / "ok", BuildOptions(quiet=True))
+    index = PackedIndex(tmp_path / "ok")
+    i = [index.key(j) for j in range(index.num_samples)].index("big")
+    ext, offset, size = index.members(i)[0]
+    with open(index.shard_path(int(index.sample_shard[i])), "rb") as f:
+        f.seek(offset)
+        assert (ext, size) == ("bin", 20 << 20) and f.read(size) == bytes(20 << 20)

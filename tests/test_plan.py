@@ -25,12 +25,9 @@ def test_balance_within_ten_percent_at_fifty_samples_per_shard(seed, dist):
     else:
         sizes = np.where(rng.random(n) < 0.9, 2_048, 40_960)
     sizes = sizes.astype(np.uint64)
-    target = int(sizes.sum() // (n // 50)) + 2 * ARCHIVE_TRAILER  # at most n/50 shards: a mean of 50 samples
-    plan = plan_shards(sizes, rng.permutation(n), shard_size=target)
-    counts = np.diff(plan.bounds)
-    assert counts.mean() >= 50
+    plan = plan_shards(sizes, rng.permutation(n), num_shards=n // 50)  # a mean of 50 samples a shard
+    assert np.diff(plan.bounds).mean() == 50
     assert shard_ratio(sizes, plan) <= 1.10
-    assert plan.shard_bytes(sizes).max() <= target * 1.06
 
 
 def test_every_sample_exactly_once_and_shards_non_empty():
@@ -185,3 +182,26 @@ def test_keep_order_makes_contiguous_runs_in_order():
 def test_split_contiguous_never_empty_even_with_a_giant():
     bounds = split_contiguous(np.array([10**9, 1, 1, 1, 1], dtype=np.uint64), 4)
     assert bounds[0] == 0 and bounds[-1] == 5 and (np.diff(bounds) >= 1).all()
+
+
+def test_shard_size_is_an_upper_bound_when_samples_fit():
+    sizes = np.full(3, 600_000, dtype=np.uint64)
+    plan = plan_shards(sizes, np.arange(3), shard_size=1_000_000)
+    assert plan.num_shards == 3 and plan.shard_bytes(sizes).max() <= 1_000_000
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        sizes = rng.integers(1_000, 300_000, rng.integers(5, 400)).astype(np.uint64)
+        for keep in (False, True):
+            plan = plan_shards(sizes, rng.permutation(len(sizes)), shard_size=1_000_000, keep_order=keep)
+            assert plan.shard_bytes(sizes).max() <= 1_000_000
+
+
+def test_keep_order_leaves_oversized_samples_in_place():
+    sizes = np.full(50, 1_000, dtype=np.uint64)
+    sizes[[0, 20, 21]] = 500_000
+    plan = plan_shards(sizes, np.arange(50), shard_size=20_000, keep_order=True)
+    assert plan.order.tolist() == list(range(50))
+    shard_of_sample = np.repeat(np.arange(plan.num_shards), np.diff(plan.bounds))
+    for big in (0, 20, 21):
+        assert (shard_of_sample == shard_of_sample[big]).sum() == 1
+    assert len(plan.oversized) == 3

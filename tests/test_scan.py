@@ -139,3 +139,11 @@ def test_parallel_scan_raises_the_first_error_in_scan_order(tmp_path):
     os.symlink(tmp_path / "nowhere", tmp_path / "many" / "07" / "broken.bin")
     with pytest.raises(PackerError, match=r"many/03/broken\.bin"):
         scan_tree(tmp_path, workers=4)
+
+
+def test_extension_clashing_with_reader_fields_stops_or_skips(tmp_path):
+    write(tmp_path, "good.txt")
+    write(tmp_path, "x.__url__")
+    with pytest.raises(PackerError, match="x.__url__: extension starts with '__'"):
+        scan_tree(tmp_path)
+    assert samples(scan_tree(tmp_path, on_error="skip")) == [("good", ["txt"])]
