@@ -98,8 +98,10 @@ class BuildOptions:
             raise UsageError(f"--key-rule must be one of {', '.join(KEY_RULES)}")
         if self.on_error not in ON_ERROR_CHOICES:
             raise UsageError(f"--on-error must be one of {', '.join(ON_ERROR_CHOICES)}")
-        if not self.prefix or "/" in self.prefix or self.prefix.startswith("."):
+        if not self.prefix or "/" in self.prefix or self.prefix.startswith(".") or not self.prefix.isprintable():
             raise UsageError(f"--prefix must be a plain file name prefix, got {self.prefix!r}")
+        if len(self.prefix.encode("utf-8")) > 200:
+            raise UsageError("--prefix is longer than 200 bytes; shard file names would exceed file system limits")
 
     def settings(self) -> Dict[str, Any]:
         """What the manifest records: everything that shapes the output."""

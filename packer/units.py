@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 _UNITS = {
     "": 1, "b": 1,
@@ -21,7 +22,7 @@ def parse_size(text: str) -> int:
     unit = match.group(2).lower() if match else None
     if match is None or unit not in _UNITS:
         raise ValueError(f"not a size: {text!r} (examples: 256MB, 1GiB, 500000)")
-    value = int(float(match.group(1)) * _UNITS[unit])
+    value = int(Fraction(match.group(1)) * _UNITS[unit])  # exact: "2.01MB" is 2010000
     if value <= 0:
         raise ValueError(f"size must be positive: {text!r}")
     return value

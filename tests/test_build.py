@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from packer import BuildOptions, PackedIndex, build, finalize_build, plan_build, write_planned
+from packer import BuildOptions, PackedIndex, PackerError, build, finalize_build, plan_build, write_planned
 from packer.names import source_path
 from packer.verify import verify_dataset
 
@@ -135,7 +135,7 @@ def test_three_steps_run_separately_give_the_same_dataset(image_tree, built, tmp
     options = BuildOptions(**{**PackedIndex(built).manifest["settings"], "quiet": True})
     plan_build(image_tree, dst, options)
     assert (dst / ".plan" / "plan.json").exists() and not (dst / "index.json").exists()
-    with pytest.raises(Exception, match="not written yet"):
+    with pytest.raises(PackerError, match="not written yet"):
         finalize_build(dst)
     write_planned(dst, shards=[0, 1, 2])
     write_planned(dst)  # the rest
@@ -238,3 +238,34 @@ def test_large_member_is_streamed_and_rolled_back_when_its_sample_fails(tmp_path
     with open(index.shard_path(int(index.sample_shard[i])), "rb") as f:
         f.seek(offset)
         assert (ext, size) == ("bin", 20 << 20) and f.read(size) == bytes(20 << 20)
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda d: _rewrite_array(d, "sample_offset", lambda a: a[::-1]), "starts at offset"),
+    (lambda d: _rewrite_array(d, "sample_shard", lambda a: a * 0), "is in shard 0"),
+    (lambda d: _rewrite_array(d, "member_ext", lambda a: a * 0 + 7), "refers to extensions"),
+    (lambda d: _edit_json(d / "wids.json", lambda w: w["shardlist"][0].update(nsamples=1)), "wids.json: shard list differs"),
+    (lambda d: _edit_json(d / "index.json", lambda m: m.update(num_bytes=5)), "num_bytes is 5"),
+    (lambda d: _edit_json(d / "index.json", lambda m: m["extensions"][0].update(count=1)), "extension counts"),
+])
+def test_verify_catches_index_tampering(built, tmp_path, tamper, message):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    tamper(copy)
+    problems = verify_dataset(copy)
+    assert any(message in p for p in problems), problems
+
+
+def _rewrite_array(root, name, change):
+    path = root / "index" / f"{name}.npy"
+    np.save(path, np.ascontiguousarray(change(np.load(path))))
+
+
+def _edit_json(path, change):
+    import json
+
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))

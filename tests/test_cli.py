@@ -32,6 +32,9 @@ def assert_one_line_error(result, code, *fragments):
 def test_help_explains_every_option_with_defaults(command):
     result = run_cli(*command, "--help")
     assert result.returncode == 0
+    expected = {(): ["build", "verify", "info", "--version"], ("verify",): ["--workers", "--quiet"], ("info",): ["--json"]}
+    for option in expected.get(tuple(command), []):
+        assert option in result.stdout
     if command == ["build"]:
         for option in ["--shard-size", "--num-shards", "--seed", "--no-shuffle", "--workers", "--key-rule",
                        "--include-hidden", "--on-error", "--overwrite", "--prefix", "--dali-index", "--quiet"]:
@@ -171,3 +174,71 @@ def test_unreadable_file_and_read_only_destination_as_an_unprivileged_user():
         assert_one_line_error(run_as_nobody("build", str(src), str(base / "ro" / "d")), 1, "cannot create destination")
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_overwrite_refuses_a_directory_that_holds_no_previous_build(tmp_path):
+    src = small_tree(tmp_path / "src")
+    dst = tmp_path / "dst"
+    (dst / "index").mkdir(parents=True)
+    (dst / "index" / "notes.txt").write_text("n")
+    (dst / "backup-2023.tar").write_text("precious")
+    (dst / "photos.tar").mkdir()
+    before = tree_digests(dst)
+    assert_one_line_error(run_cli("build", str(src), str(dst), "--overwrite"), 2, "holds none")
+    assert tree_digests(dst) == before
+
+
+def test_overwrite_keeps_unlisted_tars_beside_a_previous_build(tmp_path):
+    src = small_tree(tmp_path / "src")
+    dst = tmp_path / "dst"
+    assert run_cli("build", str(src), str(dst), "-q").returncode == 0
+    (dst / "backup.tar").write_text("precious")
+    assert_one_line_error(run_cli("build", str(src), str(dst), "--overwrite"), 2, "backup.tar")
+    assert (dst / "backup.tar").read_text() == "precious"
+
+
+def test_failed_rebuild_keeps_the_previous_dataset(tmp_path):
+    good = small_tree(tmp_path / "good")
+    dst = tmp_path / "dst"
+    assert run_cli("build", str(good), str(dst), "-q").returncode == 0
+    before = tree_digests(dst)
+    bad = small_tree(tmp_path / "bad", 3)
+    os.symlink(bad / "nowhere", bad / "broken.txt")
+    assert_one_line_error(run_cli("build", str(bad), str(dst), "--overwrite"), 1, "broken symbolic link")
+    assert_one_line_error(run_cli("build", str(bad), str(dst), "--overwrite", "--on-error", "skip", "--num-shards", "9"), 2, "more than the 3 samples")
+    assert tree_digests(dst) == before
+    assert run_cli("verify", str(dst), "-q").returncode == 0
+
+
+def test_full_disk_is_a_one_line_error_and_leaves_nothing_complete(tmp_path):
+    import resource
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(200_000))
+    result = subprocess.run(
+        [sys.executable, "-m", "packer", "build", str(src), str(tmp_path / "d"), "-q", "--workers", "1"],
+        capture_output=True, text=True, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000)),
+    )
+    assert_one_line_error(result, 1, "shard-000000.tar: cannot write shard: File too large")
+    assert not (tmp_path / "d" / "index.json").exists() and not list((tmp_path / "d").glob("*.tar"))
+
+
+def test_control_characters_in_names_cannot_forge_output_lines(tmp_path):
+    src = small_tree(tmp_path / "src", 2)
+    os.symlink(src / "nowhere", src / "evil\nerror: fake.txt")
+    result = run_cli("build", str(src), str(tmp_path / "d"))
+    assert_one_line_error(result, 1, "evil\\nerror: fake.txt")
+
+
+def test_every_sample_skipped_is_a_failure(tmp_path):
+    from packer import BuildOptions, PackerError, finalize_build, plan_build, write_planned
+
+    src = small_tree(tmp_path / "src", 4)
+    plan_build(src, tmp_path / "d", BuildOptions(on_error="skip", quiet=True))
+    for path in src.iterdir():
+        path.unlink()
+    write_planned(tmp_path / "d")
+    with pytest.raises(PackerError, match="every sample was skipped"):
+        finalize_build(tmp_path / "d")
+    assert not (tmp_path / "d" / "index.json").exists()

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from packer import BuildOptions, IndexFormatError, PackedIndex, build
+from packer import BuildOptions, IndexFormatError, PackedIndex, UsageError, build
 from packer.examples import make_blob_tree
 
 
@@ -37,8 +37,9 @@ def test_dali_refuses_names_with_spaces(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     (src / "a b.txt").write_text("x")
-    with pytest.raises(Exception, match="white space"):
+    with pytest.raises(UsageError, match="white space"):
         build(src, tmp_path / "d", BuildOptions(dali_index=True, quiet=True))
+    assert not (tmp_path / "d").exists()  # refused before anything was written
 
 
 def test_index_is_compact_and_memory_mapped(blobs, tmp_path):
@@ -48,8 +49,10 @@ def test_index_is_compact_and_memory_mapped(blobs, tmp_path):
     assert isinstance(index.member_offset, np.memmap)
     key_bytes = index.keys.nbytes
     array_bytes = sum((dst / "index" / f"{name}.npy").stat().st_size for name in index.manifest["index"]["arrays"])
-    per_sample = (array_bytes - key_bytes - 128 * 8) / index.num_samples  # minus .npy headers
-    assert per_sample <= 64
+    # docs/format.md: 28 bytes per sample + 18 per member, plus the two N+1 sentinels
+    # (key_offsets, sample_members) and a 128-byte .npy header per file
+    n, m = index.num_samples, len(index.member_size)
+    assert array_bytes - key_bytes == 28 * n + 18 * m + 2 * 8 + 128 * len(index.manifest["index"]["arrays"])
 
 
 def test_missing_or_foreign_manifest_is_a_clear_error(blobs, tmp_path):
