@@ -82,6 +82,7 @@ class BuildOptions:
     dali_index: bool = False
     prefix: str = "shard"
     quiet: bool = False
+    fsync: bool = True
 
     def check(self) -> None:
         if self.shard_size is not None and self.num_shards is not None:
@@ -106,7 +107,7 @@ class BuildOptions:
     def settings(self) -> Dict[str, Any]:
         """What the manifest records: everything that shapes the output."""
         recorded = asdict(self)
-        for transient in ("workers", "overwrite", "quiet"):
+        for transient in ("workers", "overwrite", "quiet", "fsync"):
             recorded.pop(transient)
         return recorded
 
@@ -270,6 +271,7 @@ def plan_build(src: os.PathLike | str, dst: os.PathLike | str, options: BuildOpt
     clear_and_create(dst, old)
     meta = {
         "source": str(src.resolve()),
+        "fsync": options.fsync,
         "settings": options.settings(),
         "shard_names": names,
         "skipped": skipped,
@@ -358,7 +360,8 @@ def finalize_build(dst: os.PathLike | str) -> Dict[str, Any]:
     }
     if meta["settings"].get("dali_index"):
         _write_dali_indexes(dst, table, layout.member_offset, bounds, shards)
-    fsync_directory(dst)  # shard renames are durable before index.json says "complete"
+    if meta.get("fsync", True):
+        fsync_directory(dst)  # shard renames are durable before index.json says "complete"
     manifest = write_index(
         dst,
         table,

@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--overwrite", action="store_true", help="replace a previous build in DST (refuses to delete anything else)")
     build.add_argument("--prefix", default="shard", help="shard file name prefix: PREFIX-000000.tar (default: shard)")
     build.add_argument("--dali-index", action="store_true", help="also write an NVIDIA DALI index (v1.2) beside each shard: PREFIX-000000.idx")
+    build.add_argument(
+        "--no-fsync", dest="fsync", action="store_false",
+        help="do not flush shards to disk before index.json is written: faster, but a power loss may leave a "
+        "dataset that looks complete with shards the disk never received (default: flush)",
+    )
     build.add_argument("--quiet", "-q", action="store_true", help="no progress bars (the summary is still printed)")
 
     verify = commands.add_parser(
@@ -135,6 +140,7 @@ def _run_build(args: argparse.Namespace) -> int:
         dali_index=args.dali_index,
         prefix=args.prefix,
         quiet=args.quiet,
+        fsync=args.fsync,
     )
     report = build(args.src, args.dst, options)
     for warning in report.warnings:

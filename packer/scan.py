@@ -38,7 +38,7 @@ import numpy as np
 
 from .errors import PackerError
 from .names import escape_key, extension_problem, split_extension
-from .table import SampleTable, concat_tables, ext_dtype, header_sizes
+from .table import SampleTable, concat_tables, empty_table, ext_dtype, header_sizes
 
 ON_ERROR_CHOICES = ("stop", "skip")
 _entry_name = attrgetter("name")
@@ -54,9 +54,10 @@ class Skipped:
 
 @dataclass
 class ScanResult:
-    table: SampleTable
+    table: SampleTable = field(default_factory=empty_table)
     skipped: List[Skipped] = field(default_factory=list)
     symlinks_followed: int = 0
+    entries_seen: int = 0
 
 
 class _Collector:
@@ -141,8 +142,7 @@ class _Walker:
         self.root = root
         self.rules = rules
         self.collector = _Collector()
-        self.result = ScanResult(table=None)  # type: ignore[arg-type]
-        self.entries_seen = 0
+        self.result = ScanResult()
 
     def fail(self, rel: str, reason: str) -> None:
         if self.rules.on_error == "skip":
@@ -154,10 +154,10 @@ class _Walker:
         """Scan ``rel_dir`` ('' or ending in '/'), and below it if ``recursive``."""
         stack = [rel_dir]
         while stack:
+            seen_before = self.result.entries_seen
             subdirs = self.directory(stack.pop())
             if progress is not None:
-                progress(self.entries_seen)
-                self.entries_seen = 0
+                progress(self.result.entries_seen - seen_before)
             if recursive:
                 stack.extend(reversed(subdirs))
 
@@ -171,7 +171,7 @@ class _Walker:
         except OSError as exc:
             self.fail(rel_dir or ".", f"cannot list directory: {exc.strerror}")
             return []
-        self.entries_seen += len(entries)
+        self.result.entries_seen += len(entries)
         last_dot = rules.key_rule == "last-dot"
         include_hidden = rules.include_hidden
         groups: Dict[str, List[Tuple[str, int, int, str]]] = {}
@@ -286,9 +286,7 @@ def _work_units(root: Path, include_hidden: bool, wanted: int) -> List[Tuple[str
 def _scan_unit(root: str, rules: _Rules, rel_dir: str, recursive: bool) -> ScanResult:
     walker = _Walker(Path(root), rules)
     walker.walk(rel_dir, recursive)
-    result = walker.finish()
-    result.entries_seen = walker.entries_seen  # type: ignore[attr-defined]
-    return result
+    return walker.finish()
 
 
 def scan_tree(
@@ -327,10 +325,11 @@ def scan_tree(
         for future in futures:  # in scan order, so the first error raised is the serial one
             part = future.result()
             if progress is not None:
-                progress(part.entries_seen)  # type: ignore[attr-defined]
+                progress(part.entries_seen)
             parts.append(part)
     return ScanResult(
         table=concat_tables([p.table for p in parts]),
         skipped=[s for p in parts for s in p.skipped],
         symlinks_followed=sum(p.symlinks_followed for p in parts),
+        entries_seen=sum(p.entries_seen for p in parts),
     )

@@ -5,7 +5,9 @@ gives byte-identical output.  Each shard is written to a hidden temporary
 name, its size checked against the plan, flushed to disk (fsync), and only
 then renamed into place.  Each source file is checked as it is opened: it
 must still be a regular file with the size and modification time the scan
-saw, and it must not grow while it is read.  A file that fails stops the
+saw, and it must not grow while it is read.  (``fsync`` can be turned
+off for scratch builds where durability after a power loss does not
+matter.)  A file that fails stops the
 build (naming file, shard and offset), or with ``on_error="skip"`` its
 whole sample is left out and recorded.
 """
@@ -54,6 +56,7 @@ class ShardJob:
     dst: str
     names: List[str]
     on_error: str
+    fsync: bool = True
 
 
 class _SourceProblem(Exception):
@@ -145,9 +148,10 @@ class _ShardFile:
         self.file.truncate(self.flushed)
         self.file.seek(self.flushed)
 
-    def finish(self) -> None:
+    def finish(self, durable: bool) -> None:
         self.flush()
-        os.fsync(self.file.fileno())
+        if durable:
+            os.fsync(self.file.fileno())
         self.file.close()
 
 
@@ -249,7 +253,7 @@ def write_shard(
                     progress[shard] = out.flushed
                     progress[num_shards + shard] = i + 1 - len(result.dropped)
         out.buf += END_OF_ARCHIVE
-        out.finish()
+        out.finish(job.fsync)
         sizes_kept = np.asarray(sizes, dtype=np.int64)[kept_members]
         planned = int(header_sizes[kept_members].sum() + ((sizes_kept + BLOCK - 1) // BLOCK * BLOCK).sum()) + len(END_OF_ARCHIVE)
         if out.flushed != planned:
@@ -303,7 +307,9 @@ _worker_state: Dict[str, object] = {}
 
 
 def _job(dst: str, meta: dict) -> ShardJob:
-    return ShardJob(src=meta["source"], dst=dst, names=meta["shard_names"], on_error=meta["settings"]["on_error"])
+    return ShardJob(
+        src=meta["source"], dst=dst, names=meta["shard_names"], on_error=meta["settings"]["on_error"], fsync=meta.get("fsync", True)
+    )
 
 
 def _init_worker(dst: str, progress) -> None:
