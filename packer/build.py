@@ -83,6 +83,8 @@ class BuildOptions:
     prefix: str = "shard"
     quiet: bool = False
     fsync: bool = True
+    rows: bool = False
+    labels_from_dir: bool = False
 
     def check(self) -> None:
         if self.shard_size is not None and self.num_shards is not None:
@@ -243,6 +245,8 @@ def plan_build(src: os.PathLike | str, dst: os.PathLike | str, options: BuildOpt
             on_error=options.on_error,
             progress=bar.update,
             workers=options.workers,
+            rows=options.rows,
+            labels_from_dir=options.labels_from_dir,
         )
     table = scanned.table
     skipped = [{"path": s.path, "reason": s.reason} for s in scanned.skipped]
@@ -259,7 +263,7 @@ def plan_build(src: os.PathLike | str, dst: os.PathLike | str, options: BuildOpt
         sample_bytes, order, shard_size=options.shard_size, num_shards=options.num_shards, keep_order=not options.shuffle
     )
     ordered = table.take(plan.order)
-    warnings = []
+    warnings = list(scanned.warnings)
     for shard in plan.oversized:
         i = int(plan.bounds[shard])
         warnings.append(
@@ -277,6 +281,8 @@ def plan_build(src: os.PathLike | str, dst: os.PathLike | str, options: BuildOpt
         "skipped": skipped,
         "warnings": warnings,
         "symlinks_followed": scanned.symlinks_followed,
+        "classes": scanned.classes,
+        "row_dtypes": scanned.row_dtypes,
     }
     save_plan(dst, ordered, plan.bounds, meta)
     return meta
@@ -371,6 +377,10 @@ def finalize_build(dst: os.PathLike | str) -> Dict[str, Any]:
         skipped=skipped,
         warnings=meta["warnings"],
         created_by=f"packer {__version__}",
+        extra={
+            **({"classes": meta["classes"]} if meta.get("classes") is not None else {}),
+            **({"row_dtypes": meta["row_dtypes"]} if meta.get("row_dtypes") else {}),
+        },
     )
     shutil.rmtree(dst / PLAN_DIR)
     return manifest

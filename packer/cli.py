@@ -91,6 +91,17 @@ def _parser() -> argparse.ArgumentParser:
         "extension jpg) or after the first (x.seg.png -> sample x, extension seg.png, for trees already "
         "laid out WebDataset-style) (default: last-dot)",
     )
+    build.add_argument(
+        "--rows", action="store_true",
+        help="treat .pt/.pth/.npy/.npz files as containers of rows: row i of a/b.pt becomes sample "
+        "a/b%%2Ept/00000i with one .npy member per field (.cls for integer labels); see docs/format.md "
+        "(default: pack them as ordinary files)",
+    )
+    build.add_argument(
+        "--labels-from-dir", action="store_true",
+        help="add a .cls member to every sample: the index of its first-level directory among all of them "
+        "in sorted order, as torchvision's ImageFolder numbers classes; the class list goes into index.json",
+    )
     build.add_argument("--include-hidden", action="store_true", help="pack files and directories whose names start with '.' (default: skip and list them)")
     build.add_argument(
         "--on-error", choices=("stop", "skip"), default="stop",
@@ -141,6 +152,8 @@ def _run_build(args: argparse.Namespace) -> int:
         prefix=args.prefix,
         quiet=args.quiet,
         fsync=args.fsync,
+        rows=args.rows,
+        labels_from_dir=args.labels_from_dir,
     )
     report = build(args.src, args.dst, options)
     for warning in report.warnings:

@@ -14,7 +14,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -43,7 +43,7 @@ INDEX_ARRAYS: Dict[str, Tuple[str, str]] = {
     "member_offset": ("uint64", "M"),
     "member_size": ("uint64", "M"),
 }
-PLAN_ARRAYS = ("keys", "key_offsets", "sample_members", "member_ext", "member_size", "member_header_size", "member_mtime_ns", "shard_bounds")
+PLAN_ARRAYS = ("keys", "key_offsets", "sample_members", "member_ext", "member_size", "member_header_size", "member_mtime_ns", "member_kind", "shard_bounds")
 
 
 class IndexFormatError(PackerError):
@@ -185,6 +185,7 @@ def write_index(
     skipped: Sequence[Dict[str, str]],
     warnings: Sequence[str],
     created_by: str,
+    extra: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Write the binary index, ``wids.json`` and, last, ``index.json``."""
     index_dir = dst / INDEX_DIR
@@ -207,6 +208,7 @@ def write_index(
         "settings": settings,
         "skipped": list(skipped),
         "warnings": list(warnings),
+        **(extra or {}),
     }
     wids = {
         "__kind__": "wids-shard-index-v1",

@@ -38,7 +38,8 @@ import numpy as np
 
 from .errors import PackerError
 from .names import escape_key, extension_problem, split_extension
-from .table import SampleTable, concat_tables, empty_table, ext_dtype, header_sizes
+from .sources import RowContainer, is_row_container, row_key_width
+from .table import MEMBER_FILE, MEMBER_LABEL, MEMBER_ROW, SampleTable, concat_tables, empty_table, ext_dtype, header_sizes
 
 ON_ERROR_CHOICES = ("stop", "skip")
 _entry_name = attrgetter("name")
@@ -58,6 +59,9 @@ class ScanResult:
     skipped: List[Skipped] = field(default_factory=list)
     symlinks_followed: int = 0
     entries_seen: int = 0
+    warnings: List[str] = field(default_factory=list)
+    row_dtypes: Dict[str, str] = field(default_factory=dict)  # member ext -> dtype in the source, where it differs
+    classes: Optional[List[str]] = None  # with labels_from_dir: class names by label
 
 
 class _Collector:
@@ -74,20 +78,51 @@ class _Collector:
         self.member_ext = array("I")
         self.member_size = array("Q")
         self.member_mtime_ns = array("q")
+        self.member_kind = array("B")
+        self.any_kind = False
         self.ext_ids: Dict[str, int] = {}
 
-    def add_sample(self, key: str, members: List[Tuple[str, int, int]]) -> None:
+    def ext_id(self, ext: str) -> int:
+        ext_id = self.ext_ids.get(ext)
+        if ext_id is None:
+            ext_id = self.ext_ids[ext] = len(self.ext_ids)
+        return ext_id
+
+    def add_sample(self, key: str, members: List[Tuple[str, int, int]], label: Optional[int] = None) -> None:
+        """A sample of plain files (ext, size, mtime), sorted by extension;
+        ``label`` adds a generated ``.cls`` member (``--labels-from-dir``)."""
         self.keys += key.encode("utf-8")
         self.key_offsets.append(len(self.keys))
-        ext_ids = self.ext_ids
-        for ext, size, mtime_ns in members:
-            ext_id = ext_ids.get(ext)
-            if ext_id is None:
-                ext_id = ext_ids[ext] = len(ext_ids)
-            self.member_ext.append(ext_id)
-            self.member_size.append(size)
-            self.member_mtime_ns.append(mtime_ns)
+        if label is not None:
+            members = sorted(members + [("cls", len(str(label)), 0, MEMBER_LABEL)])  # type: ignore[list-item]
+            self.any_kind = True
+        for member in members:
+            self.member_ext.append(self.ext_id(member[0]))
+            self.member_size.append(member[1])
+            self.member_mtime_ns.append(member[2])
+            self.member_kind.append(member[3] if len(member) > 3 else MEMBER_FILE)  # type: ignore[misc]
         self.sample_members.append(len(self.member_size))
+
+    def add_rows(self, container_key: str, container: RowContainer, mtime_ns: int, label: Optional[int]) -> None:
+        """One sample per row of ``container``, in row order."""
+        k = container.num_rows
+        width = row_key_width(k)
+        columns = [(f.ext, container.member_sizes(f), MEMBER_ROW) for f in container.fields]
+        if label is not None:
+            columns.append(("cls", np.full(k, len(str(label)), dtype=np.uint64), MEMBER_LABEL))
+        columns.sort(key=lambda c: c[0])
+        for i in range(k):
+            self.keys += f"{container_key}/{i:0{width}d}".encode("utf-8")
+            self.key_offsets.append(len(self.keys))
+        per_row = len(columns)
+        sizes = np.stack([c[1] for c in columns], axis=1).astype(np.uint64).ravel()
+        self.member_size.extend(sizes.tolist())
+        self.member_ext.extend([self.ext_id(c[0]) for c in columns] * k)
+        self.member_kind.extend([c[2] for c in columns] * k)
+        self.member_mtime_ns.extend([mtime_ns] * (per_row * k))
+        base = self.sample_members[-1]
+        self.sample_members.extend(range(base + per_row, base + per_row * k + 1, per_row))
+        self.any_kind = True
 
     def table(self) -> SampleTable:
         # Extension ids are renumbered so the table lists extensions sorted.
@@ -105,6 +140,7 @@ class _Collector:
             member_header_size=np.zeros(len(self.member_size), dtype=np.uint32),
             member_mtime_ns=np.frombuffer(self.member_mtime_ns, dtype=np.int64).copy(),
             extensions=extensions,
+            member_kind=np.frombuffer(self.member_kind, dtype=np.uint8).copy() if self.any_kind else None,
         )
         table.member_header_size = header_sizes(table)
         return table
@@ -133,6 +169,8 @@ class _Rules:
     key_rule: str
     include_hidden: bool
     on_error: str
+    rows: bool = False
+    classes: Optional[Dict[str, int]] = None  # first-level directory -> label
 
 
 class _Walker:
@@ -175,7 +213,11 @@ class _Walker:
         last_dot = rules.key_rule == "last-dot"
         include_hidden = rules.include_hidden
         groups: Dict[str, List[Tuple[str, int, int, str]]] = {}
+        containers: List[Tuple[str, int]] = []
         subdirs: List[str] = []
+        label: Optional[int] = None
+        if rules.classes is not None and rel_dir:
+            label = rules.classes.get(rel_dir.split("/", 1)[0])
         for entry in entries:
             name = entry.name
             if not name.isascii() and not _is_utf8(name):
@@ -222,6 +264,12 @@ class _Walker:
                     continue
             if is_link:
                 self.result.symlinks_followed += 1
+            if rules.classes is not None and label is None:
+                self.fail(rel_dir + name, "not inside a class directory (--labels-from-dir)")
+                continue
+            if rules.rows and is_row_container(name.rsplit(".", 1)[-1]):
+                containers.append((name, st.st_mtime_ns))
+                continue
             member = (ext, st.st_size, st.st_mtime_ns, name)
             group = groups.get(stem)
             if group is None:
@@ -231,12 +279,12 @@ class _Walker:
         add_sample = self.collector.add_sample
         for stem in sorted(groups):
             members = groups[stem]
-            if len(members) == 1:
+            if len(members) == 1 and label is None:
                 ext, size, mtime_ns, _ = members[0]
                 add_sample(escape_key(rel_dir + stem), [(ext, size, mtime_ns)])
                 continue
             members.sort()
-            seen: Dict[str, str] = {}
+            seen: Dict[str, str] = {"cls": "the label from --labels-from-dir"} if label is not None else {}
             kept: List[Tuple[str, int, int]] = []
             for ext, size, mtime_ns, name in members:
                 folded = ext.lower()
@@ -245,7 +293,21 @@ class _Walker:
                     continue
                 seen[folded] = rel_dir + name
                 kept.append((ext, size, mtime_ns))
-            add_sample(escape_key(rel_dir + stem), kept)
+            if kept:
+                add_sample(escape_key(rel_dir + stem), kept, label)
+        for name, mtime_ns in containers:
+            try:
+                container = RowContainer(os.path.join(abs_dir, name), str(self.root / (rel_dir + name)))
+            except PackerError as exc:
+                if rules.on_error != "skip":
+                    raise
+                self.result.skipped.append(Skipped(rel_dir + name, str(exc).split(": ", 1)[-1]))
+                continue
+            self.result.warnings.extend(container.warnings)
+            for f in container.fields:
+                if f.source_dtype != f.stored_dtype and f.stored_dtype and f.source_dtype != str(np.dtype(f.stored_dtype)):
+                    self.result.row_dtypes[f.ext] = f.source_dtype
+            self.collector.add_rows(escape_key(rel_dir + name), container, mtime_ns, label)
         return subdirs
 
     def finish(self) -> ScanResult:
@@ -297,8 +359,16 @@ def scan_tree(
     on_error: str = "stop",
     progress: Optional[Callable[[int], None]] = None,
     workers: int = 1,
+    rows: bool = False,
+    labels_from_dir: bool = False,
 ) -> ScanResult:
     """Walk ``src`` and group its files into samples.
+
+    ``rows`` makes ``.pt``/``.npy``/``.npz`` files containers whose rows are
+    samples (see :mod:`packer.sources`).  ``labels_from_dir`` gives every
+    sample a ``.cls`` member: the index of its first-level directory among
+    all first-level directories in sorted order, as torchvision's
+    ImageFolder numbers classes (listed in ``ScanResult.classes``).
 
     With ``workers > 1`` subtrees are scanned in parallel processes and
     merged; the result is identical to a serial scan.  ``progress(n)`` is
@@ -309,12 +379,15 @@ def scan_tree(
     if on_error not in ON_ERROR_CHOICES:
         raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
     root = Path(src)
-    rules = _Rules(key_rule, include_hidden, on_error)
+    classes = class_directories(root, include_hidden) if labels_from_dir else None
+    rules = _Rules(key_rule, include_hidden, on_error, rows, {c: i for i, c in enumerate(classes)} if classes is not None else None)
     units = _work_units(root, include_hidden, 8 * workers) if workers > 1 else []
     if len(units) < 2:
         walker = _Walker(root, rules)
         walker.walk("", True, progress)
-        return walker.finish()
+        result = walker.finish()
+        result.classes = classes
+        return result
     from concurrent.futures import ProcessPoolExecutor
 
     from .write import process_context
@@ -332,4 +405,19 @@ def scan_tree(
         skipped=[s for p in parts for s in p.skipped],
         symlinks_followed=sum(p.symlinks_followed for p in parts),
         entries_seen=sum(p.entries_seen for p in parts),
+        warnings=[w for p in parts for w in p.warnings],
+        row_dtypes={k: v for p in parts for k, v in p.row_dtypes.items()},
+        classes=classes,
     )
+
+
+def class_directories(root: Path, include_hidden: bool) -> List[str]:
+    """First-level directories of ``root``, sorted: the class names."""
+    try:
+        with os.scandir(root) as it:
+            return sorted(
+                e.name for e in it
+                if e.is_dir(follow_symlinks=False) and (include_hidden or not e.name.startswith(".")) and _is_utf8(e.name)
+            )
+    except OSError as exc:
+        raise PackerError(f"{root}: cannot list directory: {exc.strerror}") from None

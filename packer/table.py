@@ -10,7 +10,7 @@ form (the members of sample ``i`` are rows ``sample_members[i]`` to
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from .names import member_name, source_path
 from .tarfmt import BLOCK, MAX_OCTAL_SIZE, member_header_size
 
 _GATHER_CHUNK = 1 << 20
+MEMBER_FILE, MEMBER_ROW, MEMBER_LABEL = 0, 1, 2
 
 
 def ext_dtype(num_extensions: int) -> np.dtype:
@@ -68,6 +69,9 @@ class SampleTable:
     member_header_size: np.ndarray  # uint32[M]
     member_mtime_ns: np.ndarray  # int64[M]
     extensions: List[str] = field(default_factory=list)
+    # Where each member's bytes come from (MEMBER_FILE, MEMBER_ROW, MEMBER_LABEL);
+    # None means every member is a plain file.
+    member_kind: Optional[np.ndarray] = None
 
     @property
     def num_samples(self) -> int:
@@ -121,6 +125,7 @@ class SampleTable:
             member_size=self.member_size[member_idx],
             member_header_size=self.member_header_size[member_idx],
             member_mtime_ns=self.member_mtime_ns[member_idx],
+            member_kind=None if self.member_kind is None else self.member_kind[member_idx],
         )
 
     def arrays(self) -> Dict[str, np.ndarray]:
@@ -133,11 +138,20 @@ class SampleTable:
             "member_size": self.member_size,
             "member_header_size": self.member_header_size,
             "member_mtime_ns": self.member_mtime_ns,
+            "member_kind": self.kinds(),
         }
+
+    def kinds(self) -> np.ndarray:
+        """Member kinds, materialized (all MEMBER_FILE when not recorded)."""
+        if self.member_kind is None:
+            return np.zeros(self.num_members, dtype=np.uint8)
+        return self.member_kind
 
     @classmethod
     def from_arrays(cls, arrays: Dict[str, np.ndarray], extensions: List[str]) -> "SampleTable":
-        return cls(extensions=list(extensions), **{k: arrays[k] for k in cls.__dataclass_fields__ if k != "extensions"})
+        columns = {k: arrays[k] for k in cls.__dataclass_fields__ if k not in ("extensions", "member_kind")}
+        kind = arrays.get("member_kind")
+        return cls(extensions=list(extensions), member_kind=kind if kind is not None and np.asarray(kind).any() else None, **columns)
 
 
 def empty_table() -> SampleTable:
@@ -214,6 +228,7 @@ def concat_tables(tables: List[SampleTable]) -> SampleTable:
         member_header_size=np.concatenate([t.member_header_size for t in tables]).astype(np.uint32),
         member_mtime_ns=np.concatenate([t.member_mtime_ns for t in tables]).astype(np.int64),
         extensions=extensions,
+        member_kind=np.concatenate([t.kinds() for t in tables]) if any(t.member_kind is not None for t in tables) else None,
     )
 
 

@@ -22,7 +22,7 @@ import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, MutableSequence, Optional, Sequence
+from typing import Callable, Dict, List, MutableSequence, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -30,7 +30,8 @@ from .errors import PackerError
 from .index import load_plan, save_shard_record, temp_path
 from .names import unescape_key
 from .scan import Skipped
-from .table import SampleTable
+from .sources import RowContainer
+from .table import MEMBER_FILE, MEMBER_LABEL, SampleTable
 from .tarfmt import BLOCK, END_OF_ARCHIVE, member_header, plain_headers
 
 _CHUNK = 4 << 20  # bytes gathered before one hash update and one write
@@ -57,6 +58,58 @@ class ShardJob:
     names: List[str]
     on_error: str
     fsync: bool = True
+    classes: Optional[Dict[str, int]] = None  # --labels-from-dir: class directory -> label
+
+
+class _Containers:
+    """Row containers opened by this process, kept open across shards.
+
+    Shuffled rows of one container land in every shard, so each worker
+    keeps up to ``limit`` containers open (memory-mapped) rather than
+    reopening them per shard.
+    """
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self.open: Dict[str, RowContainer] = {}
+
+    def get(self, path: str, mtime_ns: int) -> RowContainer:
+        container = self.open.pop(path, None)
+        if container is None:
+            try:
+                if os.stat(path).st_mtime_ns != mtime_ns:
+                    raise _SourceProblem("modified during the build (modification time changed)")
+                container = RowContainer(path, path)
+            except FileNotFoundError:
+                raise _SourceProblem("vanished during the build") from None
+            except PackerError as exc:
+                raise _SourceProblem(f"cannot be read any more: {exc}") from None
+            if len(self.open) >= self.limit:
+                self.open.pop(next(iter(self.open)))
+        self.open[path] = container  # most recently used last
+        return container
+
+
+_containers = _Containers()
+
+
+def _generated_member(kind: int, stem: str, ext: str, size: int, src_prefix: str, mtime_ns: int, job: ShardJob) -> Tuple[str, bytes]:
+    """(source shown in errors, bytes) of a member that is not a plain file."""
+    if kind == MEMBER_LABEL:
+        assert job.classes is not None
+        data = str(job.classes[stem.split("/", 1)[0]]).encode("ascii")
+        source = stem.split("/", 1)[0] + "/"
+    else:  # MEMBER_ROW: the key is <container path>/<row>
+        container_rel, row = stem.rsplit("/", 1)
+        source = container_rel
+        container = _containers.get(src_prefix + container_rel, mtime_ns)
+        field = next((f for f in container.fields if f.ext == ext), None)
+        if field is None or int(row) >= container.num_rows:
+            raise _SourceProblem(f"changed during the build (row {int(row)} field .{ext} is gone)")
+        data = container.member_bytes(field, int(row))
+    if len(data) != size:
+        raise _SourceProblem(f"changed during the build (row member .{ext} is {len(data)} bytes, planned {size})")
+    return source, data
 
 
 class _SourceProblem(Exception):
@@ -179,6 +232,8 @@ def write_shard(
     sizes = table.member_size[m_lo:m_hi].tolist()
     mtimes = table.member_mtime_ns[m_lo:m_hi].tolist()
     header_sizes = np.asarray(table.member_header_size[m_lo:m_hi])
+    kinds = None if table.member_kind is None else np.asarray(table.member_kind[m_lo:m_hi])
+    kind_list = kinds.tolist() if kinds is not None and kinds.any() else None
     dot_ext_bytes = [b"." + e.encode("utf-8") for e in table.extensions]
     dot_ext_text = ["." + e for e in table.extensions]
     src_prefix = os.path.join(job.src, "")
@@ -217,6 +272,16 @@ def write_shard(
                 while m < m_end:
                     size = sizes[m]
                     rel = stem + dot_ext_text[ext_ids[m]]
+                    if kind_list is not None and kind_list[m] != MEMBER_FILE:
+                        rel, data = _generated_member(
+                            kind_list[m], stem, table.extensions[ext_ids[m]], size, src_prefix, mtimes[m], job
+                        )
+                        out.buf += plain_blob[plain_slot[m] * BLOCK : plain_slot[m] * BLOCK + BLOCK] if plain_list[m] else member_header(names[m], size)
+                        out.buf += data
+                        if size % BLOCK:
+                            out.buf += _ZERO_BLOCK[size % BLOCK :]
+                        m += 1
+                        continue
                     fd = _open_member(src_prefix + rel, size, mtimes[m])
                     try:
                         if plain_list[m]:
@@ -307,8 +372,14 @@ _worker_state: Dict[str, object] = {}
 
 
 def _job(dst: str, meta: dict) -> ShardJob:
+    classes = meta.get("classes")
     return ShardJob(
-        src=meta["source"], dst=dst, names=meta["shard_names"], on_error=meta["settings"]["on_error"], fsync=meta.get("fsync", True)
+        src=meta["source"],
+        dst=dst,
+        names=meta["shard_names"],
+        on_error=meta["settings"]["on_error"],
+        fsync=meta.get("fsync", True),
+        classes={c: i for i, c in enumerate(classes)} if classes is not None else None,
     )
 
 
