@@ -271,31 +271,29 @@ def write_shard(
             try:
                 while m < m_end:
                     size = sizes[m]
-                    rel = stem + dot_ext_text[ext_ids[m]]
+                    if plain_list[m]:
+                        slot = plain_slot[m] * BLOCK
+                        header = plain_blob[slot : slot + BLOCK]
+                    else:
+                        header = member_header(names[m], size)
                     if kind_list is not None and kind_list[m] != MEMBER_FILE:
                         rel, data = _generated_member(
                             kind_list[m], stem, table.extensions[ext_ids[m]], size, src_prefix, mtimes[m], job
                         )
-                        out.buf += plain_blob[plain_slot[m] * BLOCK : plain_slot[m] * BLOCK + BLOCK] if plain_list[m] else member_header(names[m], size)
+                        out.buf += header
                         out.buf += data
-                        if size % BLOCK:
-                            out.buf += _ZERO_BLOCK[size % BLOCK :]
-                        m += 1
-                        continue
-                    fd = _open_member(src_prefix + rel, size, mtimes[m])
-                    try:
-                        if plain_list[m]:
-                            slot = plain_slot[m] * BLOCK
-                            out.buf += plain_blob[slot : slot + BLOCK]
-                        else:
-                            out.buf += member_header(names[m], size)
-                        if size > _STREAM_MEMBER:
-                            out.flush()
-                            _copy_stream(fd, size, out)
-                        else:
-                            out.buf += _read_small(fd, size)
-                    finally:
-                        os.close(fd)
+                    else:
+                        rel = stem + dot_ext_text[ext_ids[m]]
+                        fd = _open_member(src_prefix + rel, size, mtimes[m])
+                        try:
+                            out.buf += header
+                            if size > _STREAM_MEMBER:
+                                out.flush()
+                                _copy_stream(fd, size, out)
+                            else:
+                                out.buf += _read_small(fd, size)
+                        finally:
+                            os.close(fd)
                     if size % BLOCK:
                         out.buf += _ZERO_BLOCK[size % BLOCK :]
                     m += 1
