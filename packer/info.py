@@ -33,6 +33,8 @@ def summarize(root: os.PathLike | str) -> Dict[str, Any]:
         "skipped_by_reason": dict(Counter(s["reason"] for s in manifest["skipped"])),
         "warnings": manifest["warnings"],
         "settings": manifest["settings"],
+        "classes": manifest.get("classes"),
+        "row_dtypes": manifest.get("row_dtypes", {}),
     }
 
 
@@ -40,12 +42,17 @@ def format_summary(summary: Dict[str, Any]) -> str:
     sb, ss = summary["shard_bytes"], summary["shard_samples"]
     lines: List[str] = [
         f"dataset      {summary['path']}  ({summary['format']} v{summary['format_version']}, {summary['created_by']})",
-        f"samples      {summary['num_samples']:,} ({summary['num_members']:,} files) in {summary['num_shards']:,} shards",
+        f"samples      {summary['num_samples']:,} ({summary['num_members']:,} files) in {summary['num_shards']:,} shard{'s' if summary['num_shards'] != 1 else ''}",
         f"size         {format_size(summary['num_bytes'])} of shards, {format_size(summary['payload_bytes'])} of file data",
         f"shard bytes  min {format_size(sb['min'])}, mean {format_size(sb['mean'])}, max {format_size(sb['max'])} (max/min {sb['max_over_min']:.3f})",
         f"shard samples min {ss['min']:,}, mean {ss['mean']:,.1f}, max {ss['max']:,}",
         "extensions   " + ", ".join(f"{ext} {n:,}" for ext, n in summary["extensions"].items()),
     ]
+    if summary["classes"] is not None:
+        shown = ", ".join(summary["classes"][:8]) + (", ..." if len(summary["classes"]) > 8 else "")
+        lines.append(f"classes      {len(summary['classes']):,} ({shown})")
+    for ext, dtype in summary["row_dtypes"].items():
+        lines.append(f"row dtypes   .{ext}: {dtype} in the source, stored as float32")
     if summary["skipped"]:
         reasons = ", ".join(f"{reason}: {n:,}" for reason, n in summary["skipped_by_reason"].items())
         lines.append(f"skipped      {summary['skipped']:,} ({reasons}); listed in index.json")

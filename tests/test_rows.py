@@ -89,6 +89,7 @@ def test_image_folder_labels_and_class_list(tmp_path):
     manifest = json.loads((tmp_path / "dst" / "index.json").read_text())
     classes = ["Moth", "ant", "empty_class", "zebra"]  # sorted like torchvision's ImageFolder
     assert manifest["classes"] == classes
+    assert f"classes      4 ({', '.join(classes)})" in run_cli("info", str(tmp_path / "dst")).stdout
     labels = {s["__key__"]: int(s["cls"]) for s in wds.WebDataset(str(tmp_path / "dst" / "shard-000000.tar"), shardshuffle=False)}
     assert labels == {f"{c}/{p}": classes.index(c) for c in ["zebra", "ant", "Moth"] for p in ("a", "sub/b")}
 
