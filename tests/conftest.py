@@ -38,6 +38,25 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     )
 
 
+def run_torchrun(script: Path, *args: str, nproc: int = 2, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=N script args`` on CPU (gloo).
+
+    On a timeout torchrun gets SIGTERM, which it forwards to its ranks (they
+    run in their own sessions, so killing torchrun alone would leave them
+    hanging), and the test fails with what the ranks printed.
+    """
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script), *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.terminate()
+        out, err = process.communicate(timeout=60)
+        pytest.fail(f"torchrun did not finish in {timeout} s (a rank hung):\n{err[-3000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
 @pytest.fixture(scope="session")
 def image_tree(tmp_path_factory) -> Path:
     """3,000 JPEG+JSON samples in 10 class folders, with awkward names in one."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli, tree_digests
+from conftest import run_cli, tree_digests
 
 
 def small_tree(root: Path, n: int = 20) -> Path:

@@ -6,20 +6,17 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from torch.utils.data import DataLoader
 
 from loaders import IndexedTarDataset, ShardAwareSampler, ShardError, epoch_order, rank_slice
-from packer import BuildOptions, build
 from packer.names import source_path
 
-from conftest import REPO
+from conftest import REPO, run_torchrun
 
 
 def source_files(root: Path):
@@ -185,7 +182,6 @@ def test_read_only_tar_directory_caches_in_the_user_cache(tmp_path, monkeypatch)
 
 def test_user_cache_is_used_when_beside_is_not_writable(tmp_path, monkeypatch):
     """Root ignores directory permissions, so make 'beside' impossible instead."""
-    from loaders import tarindex
 
     with tarfile.open(tmp_path / "a.tar", "w") as tar:
         info = tarfile.TarInfo("x.txt")
@@ -234,13 +230,8 @@ def test_sampler_reads_rank_from_the_environment(built, monkeypatch):
 @pytest.mark.parametrize("workers, drop_last", [(0, False), (2, True)])
 def test_torchrun_two_ranks_get_equal_disjoint_shares(built, tmp_path, workers, drop_last):
     out = tmp_path / "ranks.json"
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        str(REPO / "tests" / "helpers" / "ddp_indexed.py"),
-        "--data", str(built), "--workers", str(workers), "--out", str(out),
-    ] + (["--drop-last"] if drop_last else [])
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    args = ["--data", str(built), "--workers", str(workers), "--out", str(out)] + (["--drop-last"] if drop_last else [])
+    result = run_torchrun(REPO / "tests" / "helpers" / "ddp_indexed.py", *args)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = json.loads(out.read_text())
     for epoch in range(2):

@@ -1,6 +1,5 @@
 """Row containers (.pt/.npy/.npz) and folder labels as sources."""
 
-import io
 import json
 
 import numpy as np
@@ -9,7 +8,7 @@ import torch
 import webdataset as wds
 
 from loaders import IndexedTarDataset
-from packer import BuildOptions, PackerError, UsageError, build
+from packer import BuildOptions, PackerError, build
 
 from conftest import run_cli
 
