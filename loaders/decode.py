@@ -103,6 +103,11 @@ class Decoder:
         else:
             raise TypeError(f"decode must be None, a string, a dict or a callable, not {type(spec).__name__}")
 
+    @property
+    def active(self) -> bool:
+        """False when samples pass through unchanged (raw bytes)."""
+        return self.function is not None or self.by_extension is not None
+
     def __call__(self, sample: Dict[str, Any]) -> Dict[str, Any]:
         if self.function is not None:
             return self.function(sample)

@@ -83,7 +83,10 @@ class ShardAwareSampler(Sampler[int]):
         return rank_slice(order, self.rank, self.world_size, self.drop_last)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.indices().tolist())
+        # In chunks: a list of every index would be a million Python ints.
+        indices = self.indices()
+        for start in range(0, len(indices), 65536):
+            yield from indices[start : start + 65536].tolist()
 
     def __len__(self) -> int:
         return self.num_samples

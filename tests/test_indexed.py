@@ -240,3 +240,17 @@ def test_torchrun_two_ranks_get_equal_disjoint_shares(built, tmp_path, workers, 
         assert not set(shares[0]) & set(shares[1])
         assert set(shares[0]) | set(shares[1]) == set(range(3000))
     assert ranks[0]["epochs"][0] != ranks[0]["epochs"][1]
+
+
+def test_sampler_accepts_a_freshly_unpickled_dataset(built):
+    clone = pickle.loads(pickle.dumps(IndexedTarDataset(built)))
+    sampler = ShardAwareSampler(clone, rank=0, world_size=1)
+    assert len(sampler) == 3000 and sorted(sampler) == list(range(3000))
+
+
+def test_batched_fetch_equals_single_items(built):
+    dataset = IndexedTarDataset(built)
+    indices = [5, -1, 17, 2999, 0]
+    assert dataset.__getitems__(indices) == [dataset[i] for i in indices]
+    with pytest.raises(IndexError):
+        dataset.__getitems__([0, 3000])
