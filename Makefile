@@ -23,6 +23,7 @@ demo: $(VENV)/.installed
 	$(PY) -m packer build $(DEMO)/src $(DEMO)/shards --shard-size 1MB
 	$(PY) -m packer info $(DEMO)/shards
 	$(PY) -m packer verify $(DEMO)/shards --quiet
+	$(PY) -c "from loaders import IndexedTarDataset; ds = IndexedTarDataset('$(DEMO)/shards', decode='default'); s = ds[0]; print(f'IndexedTarDataset: {len(ds)} samples; ds[0] = {s[\"__key__\"]}: jpg {s[\"jpg\"].size} image, json {s[\"json\"]}')"
 	@echo "first members of $(DEMO)/shards/shard-000000.tar:"
 	@tar -tvf $(DEMO)/shards/shard-000000.tar | head -n 6
 	@ls -l $(DEMO)/shards
