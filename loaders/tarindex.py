@@ -10,7 +10,7 @@ metadata) and names without a dot are skipped.
 The index of ``x.tar`` is cached as ``x.tar.pkidx.npz`` beside it, or, when
 that directory is not writable, under ``$XDG_CACHE_HOME/packer/tarindex``
 (default ``~/.cache/packer/tarindex``).  A cache is used only while the
-tar's size and modification time match those recorded in it.
+tar's size, modification time, inode and change time match those recorded.
 """
 
 from __future__ import annotations
@@ -127,8 +127,11 @@ def cache_paths(tar: Path, cache_dir: Optional[Path] = None) -> List[Path]:
 
 
 def _fingerprint(tar: Path) -> np.ndarray:
+    """What must match for a cached index to be used: size, modification
+    time, inode and change time (copy tools can preserve a modification
+    time, never a change time)."""
     st = tar.stat()
-    return np.array([CACHE_VERSION, st.st_size, st.st_mtime_ns], dtype=np.int64)
+    return np.array([CACHE_VERSION, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns], dtype=np.int64)
 
 
 def _load_cache(cache: Path, fingerprint: np.ndarray) -> Optional[TarIndex]:

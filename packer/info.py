@@ -51,8 +51,11 @@ def format_summary(summary: Dict[str, Any]) -> str:
     if summary["classes"] is not None:
         shown = ", ".join(summary["classes"][:8]) + (", ..." if len(summary["classes"]) > 8 else "")
         lines.append(f"classes      {len(summary['classes']):,} ({shown})")
-    for ext, dtype in summary["row_dtypes"].items():
-        lines.append(f"row dtypes   .{ext}: {dtype} in the source, stored as float32")
+    for container, fields in list(summary["row_dtypes"].items())[:5]:
+        for ext, dtype in fields.items():
+            lines.append(f"row dtypes   {container} .{ext}: {dtype} in the source, stored as float32")
+    if len(summary["row_dtypes"]) > 5:
+        lines.append(f"row dtypes   ... {len(summary['row_dtypes']) - 5} more containers, listed in index.json")
     if summary["skipped"]:
         reasons = ", ".join(f"{reason}: {n:,}" for reason, n in summary["skipped_by_reason"].items())
         lines.append(f"skipped      {summary['skipped']:,} ({reasons}); listed in index.json")

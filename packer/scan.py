@@ -60,7 +60,7 @@ class ScanResult:
     symlinks_followed: int = 0
     entries_seen: int = 0
     warnings: List[str] = field(default_factory=list)
-    row_dtypes: Dict[str, str] = field(default_factory=dict)  # member ext -> dtype in the source, where it differs
+    row_dtypes: Dict[str, Dict[str, str]] = field(default_factory=dict)  # container -> {ext: source dtype} where converted
     classes: Optional[List[str]] = None  # with labels_from_dir: class names by label
 
 
@@ -114,14 +114,16 @@ class _Collector:
         for i in range(k):
             self.keys += f"{container_key}/{i:0{width}d}".encode("utf-8")
             self.key_offsets.append(len(self.keys))
+        # Member columns appended as raw bytes: no Python object per row.
         per_row = len(columns)
-        sizes = np.stack([c[1] for c in columns], axis=1).astype(np.uint64).ravel()
-        self.member_size.extend(sizes.tolist())
-        self.member_ext.extend([self.ext_id(c[0]) for c in columns] * k)
-        self.member_kind.extend([c[2] for c in columns] * k)
-        self.member_mtime_ns.extend([mtime_ns] * (per_row * k))
+        sizes = np.stack([c[1] for c in columns], axis=1).astype(np.uint64)
+        self.member_size.frombytes(sizes.tobytes())
+        ext_ids = np.array([self.ext_id(c[0]) for c in columns], dtype=np.uint32)
+        self.member_ext.frombytes(np.tile(ext_ids, k).tobytes())
+        self.member_kind.frombytes(np.tile(np.array([c[2] for c in columns], dtype=np.uint8), k).tobytes())
+        self.member_mtime_ns.frombytes(np.full(per_row * k, mtime_ns, dtype=np.int64).tobytes())
         base = self.sample_members[-1]
-        self.sample_members.extend(range(base + per_row, base + per_row * k + 1, per_row))
+        self.sample_members.frombytes((base + per_row * np.arange(1, k + 1, dtype=np.uint64)).tobytes())
         self.any_kind = True
 
     def table(self) -> SampleTable:
@@ -303,10 +305,13 @@ class _Walker:
                     raise
                 self.result.skipped.append(Skipped(rel_dir + name, str(exc).split(": ", 1)[-1]))
                 continue
+            if label is not None and any(f.ext.lower() == "cls" for f in container.fields):
+                self.fail(rel_dir + name, "its rows already have a .cls field, which would clash with the label from --labels-from-dir")
+                continue
             self.result.warnings.extend(container.warnings)
-            for f in container.fields:
-                if f.source_dtype != f.stored_dtype and f.stored_dtype and f.source_dtype != str(np.dtype(f.stored_dtype)):
-                    self.result.row_dtypes[f.ext] = f.source_dtype
+            converted = {f.ext: f.source_dtype for f in container.fields if f.source_dtype == "bfloat16"}
+            if converted:
+                self.result.row_dtypes[rel_dir + name] = converted
             self.collector.add_rows(escape_key(rel_dir + name), container, mtime_ns, label)
         return subdirs
 

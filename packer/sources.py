@@ -27,6 +27,7 @@ and only when a ``.pt`` file is met.
 
 from __future__ import annotations
 
+import errno
 import os
 import zipfile
 from dataclasses import dataclass
@@ -68,19 +69,16 @@ class PreadRows:
     RSS to 2 GB, while positioned reads keep it at one row.
     """
 
-    def __init__(self, path: str, offset: int, dtype: np.dtype, shape: Tuple[int, ...]) -> None:
-        self.path, self.offset, self.dtype, self.shape = path, offset, dtype, shape
+    def __init__(self, file: "_SharedFile", offset: int, dtype: np.dtype, shape: Tuple[int, ...]) -> None:
+        self.file, self.path, self.offset, self.dtype, self.shape = file, file.path, offset, dtype, shape
         self.row_shape = shape[1:]
         self.row_bytes = dtype.itemsize * int(np.prod(self.row_shape, dtype=np.int64))
-        self._fd: Optional[int] = None
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, row: int) -> np.ndarray:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        data = os.pread(self._fd, self.row_bytes, self.offset + row * self.row_bytes)
+        data = os.pread(self.file.fd(), self.row_bytes, self.offset + row * self.row_bytes)
         if len(data) != self.row_bytes:
             raise PackerError(f"{self.path}: ends before row {row}")
         return np.frombuffer(data, dtype=self.dtype).reshape(self.row_shape)
@@ -89,15 +87,34 @@ class PreadRows:
         """The whole array (used for small label fields)."""
         return np.fromfile(self.path, dtype=self.dtype, count=int(np.prod(self.shape)), offset=self.offset).reshape(self.shape)
 
-    def __del__(self) -> None:
+
+
+class _SharedFile:
+    """One descriptor per container file, shared by all of its fields and
+    opened on first read."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: Optional[int] = None
+
+    def fd(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return self._fd
+
+    def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
 
 
-def _pread_or_map(array: np.memmap) -> Any:
+def _pread_or_map(array: np.memmap, file: "_SharedFile") -> Any:
     """Positioned reads for C-ordered data; the map itself otherwise."""
     if isinstance(array, np.memmap) and array.flags.c_contiguous and array.ndim >= 1 and not array.dtype.hasobject:
-        return PreadRows(array.filename, int(array.offset), array.dtype, tuple(array.shape))
+        return PreadRows(file, int(array.offset), array.dtype, tuple(array.shape))
     return array
 
 
@@ -109,14 +126,25 @@ class RowContainer:
         self.display = display
         self.warnings: List[str] = []
         self.fields: List[Field] = []
+        self.file = _SharedFile(path)
         named = self._load()
         lengths = {name: len(data) for name, data in named}
         if not named:
             raise PackerError(f"{display}: holds no fields")
+        folded: dict = {}
+        for name, _ in named:
+            if name.lower() in folded:
+                raise PackerError(
+                    f"{display}: fields {folded[name.lower()]!r} and {name!r} differ only in case, "
+                    "and readers lowercase extensions"
+                )
+            folded[name.lower()] = name
         if len(set(lengths.values())) != 1:
             detail = ", ".join(f"{name or 'value'}: {n}" for name, n in lengths.items())
             raise PackerError(f"{display}: fields have different numbers of rows ({detail})")
         self.num_rows = next(iter(lengths.values()))
+        if self.num_rows == 0:
+            raise PackerError(f"{display}: holds 0 rows")
         for name, data in named:
             self.fields.append(self._field(name, data))
 
@@ -127,13 +155,17 @@ class RowContainer:
         ext = self.path.rsplit(".", 1)[-1].lower()
         try:
             if ext == "npy":
-                return [("", self._checked(_pread_or_map(np.load(self.path, mmap_mode="r", allow_pickle=False)), ""))]
+                return [("", self._checked(_pread_or_map(np.load(self.path, mmap_mode="r", allow_pickle=False), self.file), "", named=False))]
             if ext == "npz":
                 return self._load_npz()
             return self._load_torch()
         except PackerError:
             raise
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise  # out of descriptors: the packer's problem, not the file's
+            raise PackerError(f"{self.display}: cannot read as a .{ext} file ({type(exc).__name__}: {exc})") from None
+        except (ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise PackerError(f"{self.display}: cannot read as a .{ext} file ({type(exc).__name__}: {exc})") from None
 
     def _load_npz(self) -> List[Tuple[str, Any]]:
@@ -163,7 +195,7 @@ class RowContainer:
                 raise PackerError(f"{self.display}: member {info.filename!r} holds Python objects, which are not loaded")
             offset = f.tell()
         if not fortran and shape:
-            return PreadRows(self.path, offset, dtype, tuple(shape))
+            return PreadRows(self.file, offset, dtype, tuple(shape))
         return np.memmap(self.path, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=offset)
 
     def _load_torch(self) -> List[Tuple[str, Any]]:
@@ -184,9 +216,11 @@ class RowContainer:
             return [(str(k), self._checked(v, str(k))) for k, v in value.items()]
         if isinstance(value, (tuple, list)) and value and all(not isinstance(v, (int, float)) for v in value):
             return [(str(i), self._checked(v, str(i))) for i, v in enumerate(value)]
-        return [("", self._checked(value, ""))]
+        return [("", self._checked(value, "", named=False))]
 
-    def _checked(self, value: Any, name: str) -> Any:
+    def _checked(self, value: Any, name: str, named: bool = True) -> Any:
+        """``value`` if it is rows a field can hold; ``named`` is False only
+        for a container's single unnamed value."""
         where = f"{self.display}" + (f": field {name!r}" if name else "")
         if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float, bool)) for v in value):
             value = np.asarray(value)
@@ -195,8 +229,11 @@ class RowContainer:
             raise PackerError(f"{where}: holds {type(value).__name__}, not a tensor or array of rows")
         if len(shape) == 0:
             raise PackerError(f"{where}: is a 0-d value, not rows (its first dimension must index the samples)")
-        if name and ("/" in name or "\n" in name or name.startswith("__") or not name.strip()):
+        if named and ("/" in name or "\n" in name or name.startswith("__") or not name.strip()):
             raise PackerError(f"{self.display}: field name {name!r} cannot be a member extension")
+        layout = getattr(value, "layout", None)
+        if layout is not None and str(layout) != "torch.strided":
+            raise PackerError(f"{where}: is a {layout} tensor; only dense tensors can be stored")
         return value
 
     def _field(self, name: str, data: Any) -> Field:
@@ -214,8 +251,7 @@ class RowContainer:
     def member_sizes(self, field: Field) -> np.ndarray:
         """Byte size of this field's member for every row."""
         if field.as_label:
-            labels = _as_numpy(field.data).astype(np.int64)
-            return np.char.str_len(labels.astype(str)).astype(np.uint64)
+            return label_lengths(_as_numpy(field.data))
         row_bytes = np.dtype(field.stored_dtype).itemsize * int(np.prod(field.data.shape[1:], dtype=np.int64))
         return np.full(self.num_rows, len(field.header) + row_bytes, dtype=np.uint64)
 
@@ -226,6 +262,27 @@ class RowContainer:
             return str(int(value)).encode("ascii")
         array = _as_numpy(value, field.stored_dtype)
         return field.header + np.ascontiguousarray(array).tobytes()
+
+
+def label_lengths(labels: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+    """``len(str(int(v)))`` of every integer label, computed in chunks without
+    per-label strings (exact for every int and uint dtype, uint64 included)."""
+    out = np.empty(len(labels), dtype=np.uint64)
+    powers = [np.uint64(10**k) for k in range(1, 20)]
+    for start in range(0, len(labels), chunk):
+        part = np.asarray(labels[start : start + chunk])
+        if part.dtype == np.bool_ or np.issubdtype(part.dtype, np.unsignedinteger):
+            magnitude, negative = part.astype(np.uint64), np.zeros(len(part), dtype=bool)
+        else:
+            signed = part.astype(np.int64)
+            negative = signed < 0
+            # -(v + 1) + 1 avoids overflow at the most negative int64
+            magnitude = np.where(negative, (-(signed + 1)).astype(np.uint64) + np.uint64(1), signed.astype(np.uint64))
+        digits = np.ones(len(part), dtype=np.uint64)
+        for power in powers:
+            digits += magnitude >= power
+        out[start : start + len(part)] = digits + negative
+    return out
 
 
 def _dtypes(data: Any, display: str, name: str) -> Tuple[str, np.dtype]:
@@ -254,7 +311,7 @@ def _as_numpy(value: Any, dtype: Optional[str] = None) -> np.ndarray:
 
         if value.dtype == torch.bfloat16:
             value = value.float()
-        value = value.numpy()
+        value = value.detach().resolve_conj().resolve_neg().numpy()
     if dtype and value.dtype.str != dtype:
         value = value.astype(dtype)
     return value

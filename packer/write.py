@@ -31,7 +31,7 @@ from .index import load_plan, save_shard_record, temp_path
 from .names import unescape_key
 from .scan import Skipped
 from .sources import RowContainer
-from .table import MEMBER_FILE, MEMBER_LABEL, SampleTable
+from .table import MEMBER_FILE, MEMBER_LABEL, MEMBER_ROW, SampleTable
 from .tarfmt import BLOCK, END_OF_ARCHIVE, member_header, plain_headers
 
 _CHUNK = 4 << 20  # bytes gathered before one hash update and one write
@@ -65,16 +65,30 @@ class _Containers:
     """Row containers opened by this process, kept open across shards.
 
     Shuffled rows of one container land in every shard, so each worker
-    keeps up to ``limit`` containers open (memory-mapped) rather than
-    reopening them per shard.
+    keeps containers open (one descriptor each) rather than reopening them
+    per shard: up to a quarter of the process's descriptor limit.  Entries
+    are keyed by path and planned modification time, and the cache is
+    emptied at the start of every build, so a replaced file is never served
+    from it.
     """
 
-    def __init__(self, limit: int = 256) -> None:
-        self.limit = limit
-        self.open: Dict[str, RowContainer] = {}
+    def __init__(self) -> None:
+        self.open: Dict[Tuple[str, int], RowContainer] = {}
+        try:
+            import resource
+
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ImportError, ValueError, OSError):
+            soft = 1024
+        self.limit = max(8, min(4096, (soft if soft > 0 else 1024) // 4))
+
+    def clear(self) -> None:
+        for container in self.open.values():
+            container.file.close()
+        self.open.clear()
 
     def get(self, path: str, mtime_ns: int) -> RowContainer:
-        container = self.open.pop(path, None)
+        container = self.open.pop((path, mtime_ns), None)
         if container is None:
             try:
                 if os.stat(path).st_mtime_ns != mtime_ns:
@@ -85,8 +99,8 @@ class _Containers:
             except PackerError as exc:
                 raise _SourceProblem(f"cannot be read any more: {exc}") from None
             if len(self.open) >= self.limit:
-                self.open.pop(next(iter(self.open)))
-        self.open[path] = container  # most recently used last
+                self.open.pop(next(iter(self.open))).file.close()
+        self.open[(path, mtime_ns)] = container  # most recently used last
         return container
 
 
@@ -106,9 +120,12 @@ def _generated_member(kind: int, stem: str, ext: str, size: int, src_prefix: str
         field = next((f for f in container.fields if f.ext == ext), None)
         if field is None or int(row) >= container.num_rows:
             raise _SourceProblem(f"changed during the build (row {int(row)} field .{ext} is gone)")
-        data = container.member_bytes(field, int(row))
+        try:
+            data = container.member_bytes(field, int(row))
+        except (OSError, ValueError, TypeError, RuntimeError) as exc:
+            raise _SourceProblem(f"cannot read row {int(row)} field .{ext} ({type(exc).__name__}: {exc})") from None
     if len(data) != size:
-        raise _SourceProblem(f"changed during the build (row member .{ext} is {len(data)} bytes, planned {size})")
+        raise _SourceProblem(f"row {stem.rsplit('/', 1)[-1]} field .{ext} is {len(data)} bytes, but {size} were planned")
     return source, data
 
 
@@ -277,6 +294,7 @@ def write_shard(
                     else:
                         header = member_header(names[m], size)
                     if kind_list is not None and kind_list[m] != MEMBER_FILE:
+                        rel = stem.rsplit("/", 1)[0] if kind_list[m] == MEMBER_ROW else stem
                         rel, data = _generated_member(
                             kind_list[m], stem, table.extensions[ext_ids[m]], size, src_prefix, mtimes[m], job
                         )
@@ -382,6 +400,7 @@ def _job(dst: str, meta: dict) -> ShardJob:
 
 
 def _init_worker(dst: str, progress) -> None:
+    _containers.clear()  # a forked worker must not serve its parent's containers
     table, bounds, meta = load_plan(Path(dst))
     _worker_state.update(table=table, bounds=bounds, job=_job(dst, meta), progress=progress)
 
@@ -417,6 +436,7 @@ def write_shards(
     dst = os.fspath(dst)
     table, bounds, meta = load_plan(Path(dst))
     num_shards = len(bounds) - 1
+    _containers.clear()
     workers = max(1, min(workers, len(shards)))
     if workers == 1:
         job = _job(dst, meta)

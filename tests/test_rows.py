@@ -145,7 +145,7 @@ def test_bfloat16_is_stored_as_exact_float32_and_recorded(tmp_path):
     torch.save({"w": values}, src / "b.pt")
     build(src, tmp_path / "d", BuildOptions(rows=True, quiet=True))
     manifest = json.loads((tmp_path / "d" / "index.json").read_text())
-    assert manifest["row_dtypes"] == {"w.npy": "bfloat16"}
+    assert manifest["row_dtypes"] == {"b.pt": {"w.npy": "bfloat16"}}
     dataset = IndexedTarDataset(tmp_path / "d", decode="default")
     rows = sorted((s["__key__"], s["w.npy"]) for s in (dataset[i] for i in range(len(dataset))))
     for i, (_, got) in enumerate(rows):
@@ -163,3 +163,68 @@ def test_rows_are_balanced_and_reproducible(row_tree, tmp_path):
         assert max(sizes) / min(sizes) <= 1.10
         digests.append([s["sha256"] for s in manifest["shards"]])
     assert digests[0] == digests[1]
+
+
+def test_container_labels_clash_with_folder_labels(tmp_path):
+    src = tmp_path / "src"
+    (src / "cat").mkdir(parents=True)
+    np.save(src / "cat" / "lab.npy", np.array([3, 4]))
+    with pytest.raises(PackerError, match=r"lab\.npy: its rows already have a \.cls field"):
+        build(src, tmp_path / "d", BuildOptions(rows=True, labels_from_dir=True, quiet=True))
+
+
+def test_labels_of_every_integer_width_are_exact(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    values = {
+        "u64.npy": np.array([0, 2**64 - 1, 10**19], dtype=np.uint64),
+        "i64.npy": np.array([-(2**63), 2**63 - 1, -1], dtype=np.int64),
+        "i8.npy": np.array([-128, 127, 0], dtype=np.int8),
+        "flag.npy": np.array([True, False, True]),
+    }
+    for name, array in values.items():
+        np.save(src / name, array)
+    build(src, tmp_path / "d", BuildOptions(rows=True, quiet=True))
+    dataset = IndexedTarDataset(tmp_path / "d")
+    got = {row_of(s["__key__"]): int(s["cls"]) for s in (dataset[i] for i in range(len(dataset)))}
+    assert got == {(name, i): int(v) for name, array in values.items() for i, v in enumerate(array)}
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"A": torch.zeros(2), "a": torch.ones(2)}, "differ only in case"),
+    ({"": torch.zeros(2)}, "cannot be a member extension"),
+    (torch.zeros(0, 3), "holds 0 rows"),
+    (torch.eye(3).to_sparse(), "only dense tensors"),
+])
+def test_more_bad_containers(tmp_path, content, message):
+    src = tmp_path / "src"
+    src.mkdir()
+    torch.save(content, src / "bad.pt")
+    with pytest.raises(PackerError, match=message):
+        build(src, tmp_path / "d", BuildOptions(rows=True, quiet=True))
+
+
+def test_tensors_that_require_grad_are_stored(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    weights = torch.arange(6.0).reshape(3, 2).requires_grad_()
+    torch.save(weights, src / "w.pt")
+    build(src, tmp_path / "d", BuildOptions(rows=True, quiet=True))
+    dataset = IndexedTarDataset(tmp_path / "d", decode="default")
+    rows = {row_of(s["__key__"])[1]: s["npy"] for s in (dataset[i] for i in range(3))}
+    assert all(np.array_equal(rows[i], weights[i].detach().numpy()) for i in range(3))
+
+
+def test_a_replaced_container_is_not_served_from_the_cache(tmp_path):
+    """Two builds in one process: the second must read the new file."""
+    import os
+
+    src = tmp_path / "src"
+    src.mkdir()
+    np.save(src / "a.npy", np.zeros((4, 2), dtype=np.float32))
+    build(src, tmp_path / "first", BuildOptions(rows=True, workers=1, quiet=True))
+    np.save(tmp_path / "new.npy", np.ones((4, 2), dtype=np.float32))
+    os.replace(tmp_path / "new.npy", src / "a.npy")
+    build(src, tmp_path / "second", BuildOptions(rows=True, workers=1, quiet=True))
+    dataset = IndexedTarDataset(tmp_path / "second", decode="default")
+    assert all(np.array_equal(dataset[i]["npy"], np.ones(2, dtype=np.float32)) for i in range(4))
