@@ -123,6 +123,7 @@ class BuildReport:
     seconds: float
     source_bytes: int
     warnings: List[str]
+    note: str = ""  # e.g. "resumed"
 
     @property
     def shard_sizes(self) -> List[int]:
@@ -415,10 +416,11 @@ def build(src: os.PathLike | str, dst: os.PathLike | str, options: Optional[Buil
     plan_build(src, dst, options)
     write_planned(dst, workers=options.workers, quiet=options.quiet)
     manifest = finalize_build(dst)
+    return report_for(Path(dst), manifest, seconds=time.perf_counter() - start)
+
+
+def report_for(dst: Path, manifest: Dict[str, Any], *, seconds: float, note: str = "") -> BuildReport:
     return BuildReport(
-        dst=Path(dst),
-        manifest=manifest,
-        seconds=time.perf_counter() - start,
-        source_bytes=manifest["payload_bytes"],
-        warnings=list(manifest["warnings"]),
+        dst=dst, manifest=manifest, seconds=seconds, source_bytes=manifest["payload_bytes"],
+        warnings=list(manifest["warnings"]), note=note,
     )

@@ -13,7 +13,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .errors import PackerError
+from .errors import PackerError, UsageError
 
 _BUILD_EPILOG = """\
 examples:
@@ -109,6 +109,11 @@ def _parser() -> argparse.ArgumentParser:
         "sample and list it in index.json (default: stop)",
     )
     build.add_argument("--overwrite", action="store_true", help="replace a previous build in DST (refuses to delete anything else)")
+    build.add_argument(
+        "--resume", action="store_true",
+        help="finish an interrupted build in DST from its saved plan: keeps every finished shard whose hash "
+        "still matches, writes the rest; refuses if SRC changed since (the plan's settings are used)",
+    )
     build.add_argument("--prefix", default="shard", help="shard file name prefix: PREFIX-000000.tar (default: shard)")
     build.add_argument("--dali-index", action="store_true", help="also write an NVIDIA DALI index (v1.2) beside each shard: PREFIX-000000.idx")
     build.add_argument(
@@ -155,7 +160,16 @@ def _run_build(args: argparse.Namespace) -> int:
         rows=args.rows,
         labels_from_dir=args.labels_from_dir,
     )
-    report = build(args.src, args.dst, options)
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite contradict each other")
+    if args.resume:
+        from .resume import resume_build
+
+        report = resume_build(args.src, args.dst, options)
+    else:
+        report = build(args.src, args.dst, options)
+    if report.note:
+        print(f"{args.dst}: {report.note}")
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     manifest, sizes = report.manifest, report.shard_sizes

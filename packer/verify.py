@@ -23,7 +23,8 @@ from .write import process_context
 _HASH_CHUNK = 4 << 20
 
 
-def _hash_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 4 MB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb", buffering=0) as f:
         buf = bytearray(_HASH_CHUNK)
@@ -58,7 +59,7 @@ def _verify_shard(index: PackedIndex, shard: int) -> List[str]:
     problems = []
     if size != info["num_bytes"]:
         problems.append(f"{name}: {size} bytes, index says {info['num_bytes']}")
-    if _hash_file(path) != info["sha256"]:
+    if sha256_file(path) != info["sha256"]:
         problems.append(f"{name}: sha256 differs from index.json (contents changed)")
     expected = []  # (member name, data offset, size, sample, first member of its sample)
     for i in index.shard_samples(shard):

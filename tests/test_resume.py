@@ -1,0 +1,106 @@
+"""Interrupted builds resume to byte-identical output; changed sources are refused."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from packer.examples import make_blob_tree
+
+from conftest import run_cli, tree_digests
+
+
+@pytest.fixture(scope="module")
+def blob_src(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume") / "src"
+    make_blob_tree(root, count=4000, size=6000, per_dir=500)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(blob_src, tmp_path_factory):
+    dst = tmp_path_factory.mktemp("reference") / "dst"
+    assert run_cli("build", str(blob_src), str(dst), "--num-shards", "40", "--workers", "1", "-q").returncode == 0
+    return tree_digests(dst)
+
+
+def _kill_when(process, ready, timeout=60.0):
+    """SIGKILL ``process`` as soon as ``ready()`` holds (polled every ms)."""
+    deadline = time.monotonic() + timeout
+    while not ready() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.parametrize("point", ["start", "plan saved", 5, 20, 39])
+def test_sigkill_at_any_point_then_resume_gives_identical_output(blob_src, reference, tmp_path, point):
+    dst = tmp_path / "dst"
+    command = [sys.executable, "-m", "packer", "build", str(blob_src), str(dst), "--num-shards", "40", "--workers", "1", "-q"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if point == "start":
+        ready = lambda: True  # noqa: E731
+    elif point == "plan saved":
+        ready = lambda: (dst / ".plan" / "plan.json").exists()  # noqa: E731
+    else:
+        ready = lambda: dst.is_dir() and sum(n.endswith(".tar") for n in os.listdir(dst)) >= point  # noqa: E731
+    _kill_when(process, ready)
+    if point in ("plan saved", 5, 20):
+        assert not (dst / "index.json").exists()  # really interrupted
+    result = run_cli(*command[3:], "--resume")  # the same command again, with --resume
+    assert result.returncode == 0, result.stderr
+    assert tree_digests(dst) == reference
+    assert not [p for p in os.listdir(dst) if p.endswith(".tmp")]
+
+
+def test_resume_keeps_finished_shards_and_rewrites_damaged_ones(blob_src, reference, tmp_path):
+    from packer import BuildOptions, plan_build, write_planned
+
+    dst = tmp_path / "dst"
+    plan_build(blob_src, dst, BuildOptions(num_shards=40, quiet=True))
+    write_planned(dst, shards=list(range(10)))
+    kept = (dst / "shard-000003.tar").stat().st_mtime_ns
+    with open(dst / "shard-000005.tar", "r+b") as f:  # finished, then damaged
+        f.seek(1000)
+        f.write(b"X")
+    (dst / ".shard-000011.tar.12345.tmp").write_bytes(b"half")  # left by a killed writer
+    result = run_cli("build", str(blob_src), str(dst), "--num-shards", "30", "--resume")
+    assert result.returncode == 2 and "num_shards 30 (planned 40)" in result.stderr
+    result = run_cli("build", str(blob_src), str(dst), "--num-shards", "40", "--resume")
+    assert result.returncode == 0, result.stderr
+    assert "resumed" in result.stdout
+    assert tree_digests(dst) == reference
+    assert (dst / "shard-000003.tar").stat().st_mtime_ns == kept  # not rewritten
+
+
+def test_resume_refuses_when_the_source_changed(blob_src, tmp_path):
+    import shutil
+
+    from packer import BuildOptions, plan_build
+
+    src = tmp_path / "src"
+    shutil.copytree(blob_src / "00000", src / "00000")
+    dst = tmp_path / "dst"
+    plan_build(src, dst, BuildOptions(num_shards=4, quiet=True))
+    (src / "00000" / "00000001.bin").unlink()
+    (src / "00000" / "new.bin").write_bytes(b"n")
+    os.utime(src / "00000" / "00000002.bin", ns=(5, 5))
+    result = run_cli("build", str(src), str(dst), "--num-shards", "4", "--resume")
+    assert result.returncode == 1
+    message = result.stderr
+    assert "1 sample(s) added, e.g. 00000/new" in message
+    assert "1 sample(s) removed, e.g. 00000/00000001" in message
+    assert "1 sample(s) changed, e.g. 00000/00000002" in message
+
+
+def test_resume_of_a_complete_dataset_does_nothing(blob_src, tmp_path):
+    dst = tmp_path / "dst"
+    assert run_cli("build", str(blob_src / "00001"), str(dst), "-q").returncode == 0
+    before = tree_digests(dst)
+    result = run_cli("build", str(blob_src / "00001"), str(dst), "--resume", "-q")
+    assert result.returncode == 0 and "already complete" in result.stdout
+    assert tree_digests(dst) == before
+    assert run_cli("build", str(blob_src), str(dst), "--resume", "--overwrite").returncode == 2
