@@ -114,8 +114,8 @@ def load_arrays(directory: Path, names: Iterable[str], *, mmap: bool = True) -> 
             out[name] = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except FileNotFoundError:
             raise IndexFormatError(f"{path}: missing index file") from None
-        except (ValueError, EOFError, OSError) as exc:
-            raise IndexFormatError(f"{path}: not a valid .npy file ({exc})") from None
+        except Exception as exc:  # numpy parses the header with tokenize/ast: many failure types
+            raise IndexFormatError(f"{path}: not a valid .npy file ({type(exc).__name__}: {exc})") from None
     return out
 
 
@@ -279,6 +279,14 @@ class PackedIndex:
         for name, (array, length) in expected.items():
             if array.ndim != 1 or len(array) != length:
                 raise IndexFormatError(f"{self.root / INDEX_DIR / name}.npy: expected {length} entries, found {array.shape}")
+        dtypes = {
+            "keys": ("uint8",), "key_offsets": ("uint64",), "sample_shard": ("uint32",), "sample_offset": ("uint64",),
+            "sample_members": ("uint64",), "member_ext": ("uint16", "uint32"), "member_offset": ("uint64",), "member_size": ("uint64",),
+        }
+        for name, allowed in dtypes.items():
+            array = getattr(self, name)
+            if str(array.dtype) not in allowed or array.dtype.byteorder == ">":
+                raise IndexFormatError(f"{self.root / INDEX_DIR / name}.npy: dtype {array.dtype}, expected {' or '.join(allowed)}")
         if m != self.manifest.get("num_members", m) or int(self.sample_members[-1]) != m:
             raise IndexFormatError(f"{self.root / INDEX_DIR}: member arrays do not match sample_members")
 
