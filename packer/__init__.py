@@ -14,10 +14,13 @@ from .plan import assign_balanced, plan_shards, shuffle_order, split_contiguous 
 from .scan import scan_tree  # noqa: E402
 from .tarfmt import TarFormatError, TarMember, iter_file_members, iter_members  # noqa: E402
 from .units import format_size, parse_size  # noqa: E402
+from .resume import resume_build  # noqa: E402
+from .verify import verify_dataset  # noqa: E402
 
 __all__ = [
     "__version__",
-    "BuildOptions", "BuildReport", "build", "plan_build", "write_planned", "finalize_build",
+    "BuildOptions", "BuildReport", "build", "plan_build", "write_planned", "finalize_build", "resume_build",
+    "verify_dataset",
     "PackerError", "UsageError", "IndexFormatError",
     "FORMAT_NAME", "FORMAT_VERSION", "PackedIndex", "read_manifest",
     "escape_key", "unescape_key", "member_name", "source_path", "split_extension",
