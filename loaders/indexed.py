@@ -92,6 +92,7 @@ class IndexedTarDataset(Dataset):
         self._extensions: List[str] = list(index.extensions)
         self._paths: List[str] = list(index.shard_paths)
         self._fds: Dict[int, int] = {}
+        self._owned: Dict[int, int] = {}  # descriptors this process opened (pid -> not inherited)
         self._pid = os.getpid()
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -107,15 +108,17 @@ class IndexedTarDataset(Dataset):
         self.close()
 
     def close(self) -> None:
-        """Close this process's shard file descriptors."""
-        fds = self.__dict__.get("_fds") or {}
+        """Close the shard descriptors this process opened (a forked worker
+        leaves the ones it inherited to their owner)."""
+        owned = self.__dict__.get("_owned") or {}
         if self.__dict__.get("_pid") == os.getpid():
-            for fd in fds.values():
+            for fd in owned.values():
                 try:
                     os.close(fd)
                 except OSError:
                     pass
-        fds.clear()
+        owned.clear()
+        (self.__dict__.get("_fds") or {}).clear()
 
     def _shard_fd(self, shard: int, sample: int) -> int:
         fd = self._fds.get(shard)
@@ -135,7 +138,9 @@ class IndexedTarDataset(Dataset):
                     f"{path}: shard is {actual} bytes but its index says {expected}: "
                     f"it changed since it was indexed (needed for sample {sample})"
                 )
-            self._fds[shard] = fd
+            if self._pid != os.getpid():  # first descriptor of a forked child
+                self._owned, self._pid = {}, os.getpid()
+            self._fds[shard] = self._owned[shard] = fd
         return fd
 
     # -------------------------------------------------------------- access

@@ -254,3 +254,16 @@ def test_batched_fetch_equals_single_items(built):
     assert dataset.__getitems__(indices) == [dataset[i] for i in indices]
     with pytest.raises(IndexError):
         dataset.__getitems__([0, 3000])
+
+
+def test_close_releases_the_descriptors_it_opened(built):
+    dataset = IndexedTarDataset(built)
+    for i in range(0, 3000, 97):
+        dataset[i]
+    opened = list(dataset._owned.values())
+    assert opened
+    dataset.close()
+    for fd in opened:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    assert dataset[5]["__index__"] == 5  # reopens on demand
