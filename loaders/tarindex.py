@@ -2,7 +2,8 @@
 
 A tar is indexed by walking its headers (ustar, PAX, GNU long names) with
 :func:`packer.tarfmt.iter_members`; data blocks are never read.  Members are
-grouped into samples exactly as WebDataset readers do: key = directory +
+grouped into samples exactly as WebDataset readers do (a compressed tar, or
+a member with an absolute or ``..`` path, is refused with ShardError): key = directory +
 basename up to the first dot, extension lowercased, consecutive members with
 the same key form one sample, names matching ``__*__`` (webdataset's
 metadata) and names without a dot are skipped.
@@ -33,6 +34,7 @@ from .errors import ShardError
 CACHE_SUFFIX = ".pkidx.npz"
 CACHE_VERSION = 1
 _WDS_META_RE = re.compile(r"__[^/]*__($|/)")
+_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
 
 
 @dataclass
@@ -63,6 +65,10 @@ def build_tar_index(path: os.PathLike | str) -> TarIndex:
         raise ShardError(f"{path}: cannot open shard: {exc.strerror}") from None
     try:
         size = os.fstat(fd).st_size
+        magic = os.pread(fd, 6, 0)
+        for signature, kind in _COMPRESSED:
+            if magic.startswith(signature):
+                raise ShardError(f"{path}: a {kind}-compressed tar; random access needs an uncompressed tar (decompress it first)")
         keys = bytearray()
         key_offsets, sample_offset, sample_members = [0], [], [0]
         member_ext, member_offset, member_size = [], [], []
@@ -73,6 +79,8 @@ def build_tar_index(path: os.PathLike | str) -> TarIndex:
             if not member.is_file:
                 continue
             name = member.name
+            if name.startswith("/") or ".." in name.split("/"):
+                raise ShardError(f"{path}: member {name!r} at offset {member.header_offset} has an absolute or '..' path")
             if _WDS_META_RE.match(name):
                 continue
             key, ext = reader_split(name)

@@ -267,3 +267,27 @@ def test_close_releases_the_descriptors_it_opened(built):
         with pytest.raises(OSError):
             os.fstat(fd)
     assert dataset[5]["__index__"] == 5  # reopens on demand
+
+
+def _tar_with(path, names):
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in names:
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"x"))
+
+
+@pytest.mark.parametrize("bad", ["../escape.txt", "/etc/passwd.txt", "a/../../b.txt"])
+def test_hostile_member_names_are_refused_naming_shard_and_offset(tmp_path, bad):
+    _tar_with(tmp_path / "h.tar", ["ok.txt", bad])
+    with pytest.raises(ShardError, match=r"h\.tar: member .* at offset \d+ has an absolute or '\.\.' path"):
+        IndexedTarDataset(tmp_path / "h.tar")
+
+
+def test_compressed_tar_is_refused_with_a_clear_error(tmp_path):
+    import gzip
+
+    _tar_with(tmp_path / "plain.tar", ["a.txt"])
+    (tmp_path / "c.tar").write_bytes(gzip.compress((tmp_path / "plain.tar").read_bytes()))
+    with pytest.raises(ShardError, match=r"c\.tar: a gzip-compressed tar; random access needs an uncompressed tar"):
+        IndexedTarDataset(tmp_path / "c.tar")
