@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,7 +30,6 @@ from .index import (
     MANIFEST_FILE,
     PLAN_DIR,
     PLAN_FILE,
-    TEMP_SUFFIX,
     WIDS_FILE,
     ShardInfo,
     atomic_write_bytes,
@@ -43,6 +41,7 @@ from .index import (
     read_manifest,
     save_plan,
     shard_name,
+    temp_target,
     write_index,
 )
 from .layout import compute_layout
@@ -164,14 +163,6 @@ def _previous_build_files(dst: Path) -> set:
     return names
 
 
-_TEMP_RE = re.compile(r"^\.(.+)\.\d+" + re.escape(TEMP_SUFFIX) + "$")
-
-
-def _is_temp_of(name: str, ours: set) -> bool:
-    match = _TEMP_RE.match(name)
-    return bool(match) and match.group(1) in ours
-
-
 def check_paths(src: Path, dst: Path, overwrite: bool) -> List[Path]:
     """Refuse SRC/DST combinations that cannot work; return what an
     ``--overwrite`` will delete (nothing is deleted here)."""
@@ -197,7 +188,7 @@ def check_paths(src: Path, dst: Path, overwrite: bool) -> List[Path]:
     ours = _previous_build_files(dst)
     if not ours:
         raise UsageError(f"{dst}: --overwrite only replaces a previous build, and this directory holds none")
-    foreign = [e for e in entries if e not in ours and not _is_temp_of(e, ours)]
+    foreign = [e for e in entries if e not in ours and temp_target(e) not in ours]
     if foreign:
         raise UsageError(f"{dst / foreign[0]}: --overwrite only replaces a previous build, and this is not part of one")
     return [dst / e for e in entries]

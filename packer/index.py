@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,6 +57,15 @@ class IndexFormatError(PackerError):
 def temp_path(path: Path) -> Path:
     """Hidden sibling name used while ``path`` is being written."""
     return path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+
+
+_TEMP_NAME = re.compile(r"^\.(.+)\.\d+" + re.escape(TEMP_SUFFIX) + "$")
+
+
+def temp_target(name: str) -> Optional[str]:
+    """The name a :func:`temp_path` file was being written for, or None."""
+    match = _TEMP_NAME.match(name)
+    return match.group(1) if match else None
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
@@ -355,5 +365,5 @@ __all__ = [
     "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST_FILE", "INDEX_DIR", "WIDS_FILE", "PLAN_DIR",
     "INDEX_ARRAYS", "IndexFormatError", "PackedIndex", "ShardInfo", "read_manifest", "is_dataset",
     "save_plan", "load_plan", "save_shard_record", "load_shard_records", "write_index", "shard_name", "dali_index_text", "dali_index_path",
-    "atomic_write_bytes", "atomic_write_json", "fsync_directory", "save_arrays", "load_arrays", "temp_path",
+    "atomic_write_bytes", "atomic_write_json", "fsync_directory", "temp_target", "save_arrays", "load_arrays", "temp_path",
 ]

@@ -12,7 +12,6 @@ finalizes.  The result is byte-identical to an uninterrupted build.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 from time import perf_counter
@@ -20,14 +19,11 @@ from typing import Dict, List, Tuple
 
 from .build import BuildOptions, BuildReport, build, finalize_build, report_for, write_planned
 from .errors import PackerError, UsageError
-from .index import DONE_DIR, MANIFEST_FILE, PLAN_DIR, PLAN_FILE, TEMP_SUFFIX, load_plan, load_shard_records, read_manifest
+from .index import DONE_DIR, MANIFEST_FILE, PLAN_DIR, PLAN_FILE, load_plan, load_shard_records, read_manifest, temp_target
 from .names import unescape_key
 from .scan import scan_tree
 from .table import SampleTable
 from .verify import sha256_file
-
-_TEMP_RE = re.compile(r"^\..+\.\d+" + re.escape(TEMP_SUFFIX) + "$")
-
 
 def resume_build(src: os.PathLike | str, dst: os.PathLike | str, options: BuildOptions) -> BuildReport:
     """Complete the build in ``dst``; see the module docstring."""
@@ -71,7 +67,7 @@ def _start_over(src: Path, dst: Path, options: BuildOptions) -> BuildReport:
     """Interrupted before its plan was saved: only temporary files can be
     there, and nothing finished is lost by starting again."""
     if dst.is_dir():
-        leftovers = [e for e in os.listdir(dst) if not _TEMP_RE.match(e)]
+        leftovers = [e for e in os.listdir(dst) if temp_target(e) is None]
         if leftovers:
             raise UsageError(f"{dst}: no saved plan to resume from, and it is not empty ({leftovers[0]})")
         for entry in os.listdir(dst):
@@ -109,7 +105,7 @@ def _discard_unfinished(dst: Path, shard_names: List[str]) -> None:
     """Delete temporary files, shards without a record, and recorded shards
     whose bytes no longer match their record (with the record)."""
     for entry in os.listdir(dst):
-        if _TEMP_RE.match(entry):
+        if temp_target(entry) is not None:
             path = dst / entry
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     records = load_shard_records(dst)
