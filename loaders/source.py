@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 
 from packer.index import PackedIndex, is_dataset
+from packer.table import concat_sample_columns
 
 from .tarindex import load_tar_index
 
@@ -101,17 +102,7 @@ def _from_packed(index: PackedIndex) -> SampleIndex:
 
 def _from_tars(paths: List[str], cache_dir: Optional[os.PathLike | str]) -> SampleIndex:
     parts = [load_tar_index(p, cache_dir) for p in paths]
-    extensions = sorted({e for p in parts for e in p.extensions})
-    position = {e: i for i, e in enumerate(extensions)}
-    key_offsets, sample_members, member_ext = [np.zeros(1, np.uint64)], [np.zeros(1, np.uint64)], []
-    key_base = member_base = 0
-    for part in parts:
-        key_offsets.append(part.key_offsets[1:] + np.uint64(key_base))
-        sample_members.append(part.sample_members[1:] + np.uint64(member_base))
-        remap = np.array([position[e] for e in part.extensions] or [0], dtype=np.uint32)
-        member_ext.append(remap[part.member_ext.astype(np.int64)])
-        key_base += len(part.keys)
-        member_base += len(part.member_size)
+    keys, key_offsets, sample_members, member_ext, extensions = concat_sample_columns(parts)
 
     def cat(name: str, dtype) -> np.ndarray:
         arrays = [getattr(p, name) for p in parts]
@@ -121,12 +112,12 @@ def _from_tars(paths: List[str], cache_dir: Optional[os.PathLike | str]) -> Samp
         shard_paths=paths,
         shard_bytes=[p.tar_bytes for p in parts],
         extensions=extensions,
-        keys=cat("keys", np.uint8),
-        key_offsets=np.concatenate(key_offsets),
+        keys=keys,
+        key_offsets=key_offsets,
         sample_shard=np.repeat(np.arange(len(parts), dtype=np.uint32), [p.num_samples for p in parts]),
         sample_offset=cat("sample_offset", np.uint64),
-        sample_members=np.concatenate(sample_members),
-        member_ext=np.concatenate(member_ext).astype(np.uint32) if member_ext else np.zeros(0, np.uint32),
+        sample_members=sample_members,
+        member_ext=member_ext,
         member_offset=cat("member_offset", np.uint64),
         member_size=cat("member_size", np.uint64),
     )

@@ -10,7 +10,7 @@ form (the members of sample ``i`` are rows ``sample_members[i]`` to
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -201,29 +201,37 @@ def header_sizes(table: SampleTable) -> np.ndarray:
     return out
 
 
-def concat_tables(tables: List[SampleTable]) -> SampleTable:
-    """One table holding the samples of ``tables`` in turn.
-
-    Extension ids are remapped onto the sorted union of all extensions.
-    """
-    if not tables:
-        return empty_table()
-    extensions = sorted({e for t in tables for e in t.extensions})
+def concat_sample_columns(parts: Sequence[Any]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, List[str]]:
+    """Keys, key offsets, CSR sample members and extension ids of ``parts``
+    (anything with ``keys``, ``key_offsets``, ``sample_members``,
+    ``member_ext`` and ``extensions``) joined in turn, extension ids
+    remapped onto the sorted union of all extensions."""
+    extensions = sorted({e for p in parts for e in p.extensions})
     position = {e: i for i, e in enumerate(extensions)}
     key_offsets, sample_members, member_ext = [np.zeros(1, np.uint64)], [np.zeros(1, np.uint64)], []
     key_base = member_base = 0
-    for t in tables:
-        key_offsets.append(np.asarray(t.key_offsets[1:], dtype=np.uint64) + np.uint64(key_base))
-        sample_members.append(np.asarray(t.sample_members[1:], dtype=np.uint64) + np.uint64(member_base))
-        remap = np.array([position[e] for e in t.extensions] or [0], dtype=np.int64)
-        member_ext.append(remap[np.asarray(t.member_ext, dtype=np.int64)])
-        key_base += len(t.keys)
-        member_base += t.num_members
+    for p in parts:
+        key_offsets.append(np.asarray(p.key_offsets[1:], dtype=np.uint64) + np.uint64(key_base))
+        sample_members.append(np.asarray(p.sample_members[1:], dtype=np.uint64) + np.uint64(member_base))
+        remap = np.array([position[e] for e in p.extensions] or [0], dtype=np.int64)
+        member_ext.append(remap[np.asarray(p.member_ext, dtype=np.int64)])
+        key_base += len(p.keys)
+        member_base += len(p.member_ext)
+    keys = np.concatenate([np.asarray(p.keys, dtype=np.uint8) for p in parts]) if parts else np.zeros(0, np.uint8)
+    ext = np.concatenate(member_ext) if member_ext else np.zeros(0, np.int64)
+    return keys, np.concatenate(key_offsets), np.concatenate(sample_members), ext.astype(ext_dtype(len(extensions))), extensions
+
+
+def concat_tables(tables: List[SampleTable]) -> SampleTable:
+    """One table holding the samples of ``tables`` in turn."""
+    if not tables:
+        return empty_table()
+    keys, key_offsets, sample_members, member_ext, extensions = concat_sample_columns(tables)
     return SampleTable(
-        keys=np.concatenate([t.keys for t in tables]).astype(np.uint8),
-        key_offsets=np.concatenate(key_offsets),
-        sample_members=np.concatenate(sample_members),
-        member_ext=np.concatenate(member_ext).astype(ext_dtype(len(extensions))),
+        keys=keys,
+        key_offsets=key_offsets,
+        sample_members=sample_members,
+        member_ext=member_ext,
         member_size=np.concatenate([t.member_size for t in tables]).astype(np.uint64),
         member_header_size=np.concatenate([t.member_header_size for t in tables]).astype(np.uint32),
         member_mtime_ns=np.concatenate([t.member_mtime_ns for t in tables]).astype(np.int64),
