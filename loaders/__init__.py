@@ -2,19 +2,25 @@
 
 ``IndexedTarDataset`` gives map-style random access through the index;
 ``ShardAwareSampler`` orders it per epoch with shard locality and splits it
-evenly across distributed ranks.
+evenly across distributed ranks.  ``StreamingTarDataset`` is a webdataset
+pipeline that streams the same shards with exact, equal shares per rank and
+worker and a new order every epoch.
 """
 
 from .decode import DecodeError, Decoder
 from .dist import rank_and_world_size, worker_id_and_count
 from .errors import ShardError
 from .indexed import IndexedTarDataset
+from .order import EpochOrder
 from .sampler import ShardAwareSampler, epoch_order, rank_slice
 from .source import SampleIndex, open_index
+from .split import rank_share, rank_span, worker_span
+from .streaming import StreamingTarDataset
 from .tarindex import build_tar_index, load_tar_index
 
 __all__ = [
-    "IndexedTarDataset", "ShardAwareSampler", "ShardError", "DecodeError", "Decoder",
+    "IndexedTarDataset", "ShardAwareSampler", "StreamingTarDataset", "EpochOrder",
+    "rank_share", "rank_span", "worker_span", "ShardError", "DecodeError", "Decoder",
     "SampleIndex", "open_index", "build_tar_index", "load_tar_index",
     "epoch_order", "rank_slice", "rank_and_world_size", "worker_id_and_count",
 ]

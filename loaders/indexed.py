@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from .decode import DecodeSpec, Decoder
 from .errors import ShardError
+from .shardfiles import ShardFiles
 from .source import SampleIndex, Source, open_index
 
 
@@ -91,9 +92,7 @@ class IndexedTarDataset(Dataset):
         self._keys = _view(index.keys)
         self._extensions: List[str] = list(index.extensions)
         self._paths: List[str] = list(index.shard_paths)
-        self._fds: Dict[int, int] = {}
-        self._owned: Dict[int, int] = {}  # descriptors this process opened (pid -> not inherited)
-        self._pid = os.getpid()
+        self._files = ShardFiles(self._paths, index.shard_bytes)
 
     def __getstate__(self) -> Dict[str, Any]:
         # Only the arguments travel: every process reopens the index itself.
@@ -110,38 +109,9 @@ class IndexedTarDataset(Dataset):
     def close(self) -> None:
         """Close the shard descriptors this process opened (a forked worker
         leaves the ones it inherited to their owner)."""
-        owned = self.__dict__.get("_owned") or {}
-        if self.__dict__.get("_pid") == os.getpid():
-            for fd in owned.values():
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        owned.clear()
-        (self.__dict__.get("_fds") or {}).clear()
-
-    def _shard_fd(self, shard: int, sample: int) -> int:
-        fd = self._fds.get(shard)
-        if fd is None:
-            path = self._paths[shard]
-            try:
-                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            except FileNotFoundError:
-                raise ShardError(f"{path}: shard missing (needed for sample {sample})") from None
-            except OSError as exc:
-                raise ShardError(f"{path}: cannot open shard (needed for sample {sample}): {exc.strerror}") from None
-            actual = os.fstat(fd).st_size
-            expected = self._index.shard_bytes[shard]
-            if actual != expected:
-                os.close(fd)
-                raise ShardError(
-                    f"{path}: shard is {actual} bytes but its index says {expected}: "
-                    f"it changed since it was indexed (needed for sample {sample})"
-                )
-            if self._pid != os.getpid():  # first descriptor of a forked child
-                self._owned, self._pid = {}, os.getpid()
-            self._fds[shard] = self._owned[shard] = fd
-        return fd
+        files = self.__dict__.get("_files")
+        if files is not None:
+            files.close()
 
     # -------------------------------------------------------------- access
 
@@ -196,9 +166,7 @@ class IndexedTarDataset(Dataset):
         shard = self._shard_of[i]
         # Descriptors inherited by a forked worker stay valid: pread ignores
         # the shared file position, so no per-item fork check is needed.
-        fd = self._fds.get(shard)
-        if fd is None:
-            fd = self._shard_fd(shard, i)
+        fd = self._files.fd(shard, i)
         key_offsets = self._key_offsets
         sample: Dict[str, Any] = {
             "__key__": str(self._keys[key_offsets[i] : key_offsets[i + 1]], "utf-8", "surrogateescape"),

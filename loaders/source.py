@@ -56,7 +56,7 @@ def expand_source(source: Source) -> List[str]:
     """Tar paths named by a list, glob or brace pattern (sorted for globs)."""
     if isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
-        if "{" in text and ".." in text:
+        if "{" in text and "}" in text and not os.path.exists(text):
             import braceexpand
 
             paths = list(braceexpand.braceexpand(text))

@@ -260,7 +260,7 @@ def test_close_releases_the_descriptors_it_opened(built):
     dataset = IndexedTarDataset(built)
     for i in range(0, 3000, 97):
         dataset[i]
-    opened = list(dataset._owned.values())
+    opened = list(dataset._files._owned.values())
     assert opened
     dataset.close()
     for fd in opened:

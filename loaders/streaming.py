@@ -1,0 +1,348 @@
+"""StreamingTarDataset: a webdataset pipeline with exact, balanced splitting.
+
+The dataset is a ``webdataset.DataPipeline`` whose first stage reads samples
+through the index instead of parsing tar headers: users chain webdataset's
+stages (``.map``, ``.to_tuple``, ``.batched``, ...) and pass it to a plain
+``torch.utils.data.DataLoader`` or ``webdataset.WebLoader``.
+
+What happens on ``iter(dataset)`` (in each DataLoader worker):
+
+1. the epoch's global order is computed from ``(seed, epoch)`` and the
+   number of samples per shard (:mod:`loaders.order`: shuffled chunks of
+   consecutive samples, mixed in windows of about ``shuffle_buffer``);
+2. this rank's and this worker's contiguous part of it is computed
+   (:mod:`loaders.split`: equal shares per rank by padding or dropping);
+3. the part is read window by window with a few large ``pread`` calls
+   (:mod:`loaders.rangeread`) and decoded.
+
+Shards that have no index and cannot get one (``pipe:`` commands, URLs)
+are streamed through webdataset's own tar reader with whole shards split
+across ranks and workers; a warning says that counts then differ by rank.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import warnings
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import webdataset as wds
+from webdataset import filters
+from webdataset.compat import FluidInterface
+
+from .decode import DecodeSpec, Decoder
+from .dist import rank_and_world_size, worker_id_and_count
+from .order import EpochOrder
+from .rangeread import RangeReader
+from .shardfiles import ShardFiles
+from .source import SampleIndex, Source, expand_source, open_index
+from .split import batches_for, rank_share, rank_span, worker_span, wrap
+
+Handler = Callable[[BaseException], bool]
+
+#: Chunks per window: a window mixes about this many stretches of shards.
+CHUNKS_PER_WINDOW = 8
+
+
+def _worker_info():
+    from torch.utils.data import get_worker_info
+
+    return get_worker_info()
+
+
+def is_remote(url: str) -> bool:
+    """True for what only webdataset's openers can read (``pipe:``, URLs)."""
+    return url.startswith("pipe:") or "://" in url
+
+
+class _Topology:
+    """Rank and world size, found in the process that builds the loader.
+
+    DataLoader workers are separate processes in which torch.distributed is
+    not initialized, so the values are resolved in the main process (at
+    construction, ``set_epoch`` and ``len``) and carried to the workers.
+    """
+
+    def __init__(self, rank: Optional[int], world_size: Optional[int]) -> None:
+        self.given = (rank, world_size)
+        self.resolved = rank_and_world_size(rank, world_size)
+
+    def current(self) -> Tuple[int, int]:
+        if _worker_info() is None:
+            self.resolved = rank_and_world_size(*self.given)
+        return self.resolved
+
+
+class _StopEpoch(Exception):
+    """The handler asked to end this worker's epoch."""
+
+
+class _IndexedSource:
+    """First pipeline stage: this worker's samples of the current epoch."""
+
+    def __init__(self, source: Source, shuffle: bool, seed: int, window: int, chunk: int,
+                 drop_last: bool, topology: _Topology, cache_dir: Optional[str], handler: Handler) -> None:
+        self.source = source
+        self.shuffle = shuffle
+        self.seed = seed
+        self.window = window
+        self.chunk = chunk
+        self.drop_last = drop_last
+        self.topology = topology
+        self.cache_dir = cache_dir
+        self.handler = handler
+        self.epoch = 0
+        self.unit = 1  # positions per worker-split unit (the batch size when batched)
+        self._open()
+
+    def _open(self) -> None:
+        self._index: Optional[SampleIndex] = open_index(self.source, self.cache_dir)
+        counts = np.bincount(self._index.sample_shard, minlength=len(self._index.shard_paths))
+        self._shard_counts = counts.astype(np.int64)
+        self._files = ShardFiles(self._index.shard_paths, self._index.shard_bytes)
+        self._reader = RangeReader(self._index, self._files)
+        self._order: Optional[EpochOrder] = None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in ("_index", "_shard_counts", "_files", "_reader", "_order"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._index = None  # reopened on first use in this process
+
+    @property
+    def index(self) -> SampleIndex:
+        if self._index is None:
+            self._open()
+        return self._index
+
+    @property
+    def num_samples(self) -> int:
+        return self.index.num_samples
+
+    def order(self, epoch: int) -> EpochOrder:
+        if self._order is None or self._order.epoch != epoch:
+            self._order = EpochOrder.build(
+                self._shard_counts, self.seed, epoch, self.shuffle, chunk_samples=self.chunk, window_samples=self.window
+            )
+        return self._order
+
+    def __call__(self) -> Iterator[Dict[str, Any]]:
+        index = self.index
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        rank, world_size = self.topology.current()
+        worker, workers = worker_id_and_count()
+        n = index.num_samples
+        start, stop = rank_span(n, rank, world_size, self.drop_last)
+        start, stop = worker_span(start, stop, worker, workers, self.unit)
+        order = self.order(epoch)
+        try:
+            for first, last in wrap(start, stop, n):
+                for samples in order.pieces(first, last):
+                    yield from self._reader.read(samples, self._skip)
+        except _StopEpoch:
+            return
+
+    def _skip(self, exc: BaseException) -> bool:
+        """The user's handler decides: skip (True), end the epoch, or raise."""
+        if self.handler(exc):
+            return True
+        raise _StopEpoch() from exc
+
+    def close(self) -> None:
+        files = self.__dict__.get("_files")
+        if files is not None:
+            files.close()
+
+
+class _ShardListSource:
+    """First stage for shards without an index: whole shards per worker,
+    read by webdataset's tar reader, mixed by a seeded shuffle buffer."""
+
+    def __init__(self, urls: List[str], shuffle: bool, seed: int, shuffle_buffer: int,
+                 topology: _Topology, handler: Handler) -> None:
+        self.urls = urls
+        self.shuffle = shuffle
+        self.seed = seed
+        self.shuffle_buffer = shuffle_buffer
+        self.topology = topology
+        self.handler = handler
+        self.epoch = 0
+        self.unit = 1
+
+    def __call__(self) -> Iterator[Dict[str, Any]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        rank, world_size = self.topology.current()
+        worker, workers = worker_id_and_count()
+        urls = list(self.urls)
+        if self.shuffle:
+            random.Random(f"{self.seed}:{epoch}:shards").shuffle(urls)
+        mine = urls[rank::world_size][worker::workers]
+        samples = wds.tarfile_to_samples(handler=self.handler)(iter([{"url": u} for u in mine]))
+        if self.shuffle and self.shuffle_buffer > 1:
+            rng = random.Random(f"{self.seed}:{epoch}:{rank}:{worker}")
+            samples = filters._shuffle(samples, self.shuffle_buffer, min(self.shuffle_buffer, 100), rng=rng)
+        return samples
+
+
+class StreamingTarDataset(wds.DataPipeline, FluidInterface):
+    """Stream the samples of tar shards: exact equal shares per rank, a new
+    order every epoch, ``len()`` that is true.
+
+    Parameters
+    ----------
+    source:
+        A dataset directory made by ``python -m packer build``, or local tar
+        files written by anything (a path, list, glob or brace pattern;
+        indexed once from their headers, the index cached).  ``pipe:``
+        commands and URLs are streamed without an index (see below).
+    shuffle:
+        Visit chunks of the shards in a new random order every epoch and mix
+        the samples of each window.  ``False`` streams in stored order.
+    shuffle_buffer:
+        Samples per window (about): each window gathers ``CHUNKS_PER_WINDOW``
+        (8) chunks from across the shards, and its samples are yielded in a
+        random order.  A worker holds one window's raw bytes at a time.
+    chunk_samples:
+        Consecutive samples read as one piece; default ``shuffle_buffer / 8``.
+    seed:
+        With the epoch, fixes the order completely.
+    decode, transform:
+        As for :class:`loaders.IndexedTarDataset` (shared decoders).
+    drop_last:
+        ``False`` (default) pads: every sample is seen and up to
+        ``world_size - 1`` are seen twice.  ``True`` drops up to
+        ``world_size - 1`` samples instead.
+    rank, world_size:
+        Default: torch.distributed, else ``RANK``/``WORLD_SIZE``, else 0, 1.
+    handler:
+        Called with an exception from reading or decoding, like webdataset's
+        ``handler=``: return ``True`` to skip and go on (the rank then yields
+        fewer samples than ``len`` says), ``False`` to end the epoch of this
+        worker, or raise.  Default: raise.
+    cache_dir:
+        Where tar indexes are cached when the tars' directory is read-only.
+
+    Samples are ``{"__key__", "__url__", "__index__", "<ext>": value}`` dicts
+    (``__index__`` is the sample's number in the index).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        shuffle: bool = True,
+        shuffle_buffer: int = 1024,
+        chunk_samples: Optional[int] = None,
+        seed: int = 0,
+        decode: DecodeSpec = None,
+        transform: Optional[Callable[[Dict[str, Any]], Any]] = None,
+        drop_last: bool = False,
+        rank: Optional[int] = None,
+        world_size: Optional[int] = None,
+        handler: Handler = filters.reraise_exception,
+        cache_dir: Optional[os.PathLike | str] = None,
+    ) -> None:
+        super().__init__()
+        if shuffle_buffer < 1:
+            raise ValueError(f"shuffle_buffer must be at least 1, not {shuffle_buffer}")
+        chunk = chunk_samples if chunk_samples is not None else max(1, shuffle_buffer // CHUNKS_PER_WINDOW)
+        if chunk < 1:
+            raise ValueError(f"chunk_samples must be at least 1, not {chunk}")
+        topology = _Topology(rank, world_size)
+        self._batch: Optional[Tuple[int, bool]] = None
+        urls = None if _is_dataset_dir(source) else expand_source(source)
+        if urls is not None and any(is_remote(u) for u in urls):
+            warnings.warn(
+                f"{len(urls)} shards without an index (pipe: or URL): whole shards are split across "
+                f"{topology.resolved[1]} rank(s) and the DataLoader workers, so ranks may yield different "
+                "numbers of samples (which can stall DDP) and len() is unknown. Pack the data with "
+                "'python -m packer build' or read local tar files to get exact, equal shares.",
+                stacklevel=2,
+            )
+            self._source: Any = _ShardListSource(urls, shuffle, seed, shuffle_buffer, topology, handler)
+        else:
+            self._source = _IndexedSource(
+                urls if urls is not None else source, shuffle, seed, shuffle_buffer, chunk, drop_last, topology,
+                None if cache_dir is None else os.fspath(cache_dir), handler,
+            )
+        self.append(self._source)
+        decoder = Decoder(decode)
+        if decoder.active:
+            self.append(filters.map(decoder, handler=handler))
+        if transform is not None:
+            self.append(filters.map(transform, handler=handler))
+
+    # ---------------------------------------------------------------- epochs
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration will use."""
+        return self._source.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch``'s order for the next iteration (each iteration then
+        moves on by one).  Call it before each epoch when DataLoader workers
+        are not persistent: they start from the main process's copy."""
+        self._source.epoch = int(epoch)
+        self._source.topology.current()
+
+    # ---------------------------------------------------------------- length
+
+    @property
+    def index(self) -> Optional[SampleIndex]:
+        """The sample index, or None for shards streamed without one."""
+        return self._source.index if isinstance(self._source, _IndexedSource) else None
+
+    def __len__(self) -> int:
+        """Samples (or batches, after ``.batched``) this rank yields per epoch."""
+        if not isinstance(self._source, _IndexedSource):
+            raise TypeError("len() is unknown for shards streamed without an index (pipe: or URLs)")
+        _, world_size = self._source.topology.current()
+        share = rank_share(self._source.num_samples, world_size, self._source.drop_last)
+        if self._batch is None:
+            return share
+        return batches_for(share, *self._batch)
+
+    # ------------------------------------------------------- pipeline stages
+
+    def compose(self, *stages: Any) -> "StreamingTarDataset":
+        # Each pipeline variant gets its own first stage, so that batching
+        # one variant does not change how another splits its work.
+        result = super().compose(*stages)
+        result._source = copy.copy(self._source)
+        result.pipeline[0] = result._source
+        return result
+
+    def batched(self, batchsize: int, collation_fn: Any = filters.default_collation_fn, partial: bool = True) -> "StreamingTarDataset":
+        """Batches of ``batchsize`` made in each worker; workers' shares are
+        cut in whole batches so only a rank's last batch can be partial and
+        ``len()`` counts batches."""
+        if self._batch is not None:
+            raise ValueError("this pipeline is already batched")
+        result = super().batched(batchsize, collation_fn=collation_fn, partial=partial)
+        result._batch = (int(batchsize), bool(partial))
+        result._source.unit = int(batchsize)
+        return result
+
+    def unbatched(self) -> "StreamingTarDataset":
+        result = super().unbatched()
+        if result._batch is not None:
+            result._batch = None
+        return result
+
+    def close(self) -> None:
+        """Close the shard descriptors this process opened."""
+        close = getattr(self._source, "close", None)
+        if close is not None:
+            close()
+
+
+def _is_dataset_dir(source: Source) -> bool:
+    return isinstance(source, (str, os.PathLike)) and os.path.isdir(source)

@@ -1,0 +1,230 @@
+"""StreamingTarDataset on real shards, DataLoader workers and torchrun ranks."""
+
+import io
+import json
+import pickle
+import tarfile
+import warnings
+from collections import Counter
+
+import numpy as np
+import pytest
+import webdataset as wds
+from torch.utils.data import DataLoader
+
+from loaders import IndexedTarDataset, ShardError, StreamingTarDataset
+from packer.build import BuildOptions, build
+
+from conftest import REPO, run_torchrun
+
+
+@pytest.fixture(scope="module")
+def one_shard(image_tree, tmp_path_factory):
+    """The 3,000 samples of ``image_tree`` in a single shard."""
+    dst = tmp_path_factory.mktemp("one") / "shards"
+    build(image_tree, dst, BuildOptions(num_shards=1, workers=1, quiet=True))
+    return dst
+
+
+def indices(stream):
+    return [sample["__index__"] for sample in stream]
+
+
+def test_one_epoch_yields_every_sample_once_with_the_indexed_bytes(built):
+    stream = StreamingTarDataset(built)
+    reference = IndexedTarDataset(built)
+    samples = list(stream)
+    assert len(samples) == len(stream) == len(reference) == 3000
+    assert sorted(indices(samples)) == list(range(3000))
+    for sample in samples[::37]:
+        assert sample == reference[sample["__index__"]]
+
+
+def test_epochs_differ_and_an_epoch_repeats_exactly(built):
+    stream = StreamingTarDataset(built, seed=5)
+    first, second = indices(stream), indices(stream)  # the epoch moves on by itself
+    assert first != second and sorted(first) == sorted(second)
+    stream.set_epoch(0)
+    assert indices(stream) == first
+    assert indices(StreamingTarDataset(built, seed=5)) == first
+    assert indices(StreamingTarDataset(built, seed=6)) != first
+
+
+def test_unshuffled_stream_is_in_stored_order(built):
+    assert indices(StreamingTarDataset(built, shuffle=False)) == list(range(3000))
+
+
+def test_shuffled_stream_keeps_locality_within_windows(built):
+    stream = StreamingTarDataset(built, shuffle_buffer=256)
+    order = indices(stream)
+    shard_of = IndexedTarDataset(built).index.sample_shard
+    # within a window of ~256 samples only a handful of shards are touched
+    touched = [len(set(shard_of[order[i : i + 256]].tolist())) for i in range(0, 3000 - 256, 256)]
+    assert max(touched) <= 9 and np.mean(touched) > 2
+
+
+@pytest.mark.parametrize("world", [2, 3, 8])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_ranks_get_equal_shares_of_one_shard(one_shard, world, drop_last):
+    shares = [indices(StreamingTarDataset(one_shard, rank=r, world_size=world, drop_last=drop_last)) for r in range(world)]
+    lengths = {len(StreamingTarDataset(one_shard, rank=r, world_size=world, drop_last=drop_last)) for r in range(world)}
+    assert {len(s) for s in shares} == lengths and len(lengths) == 1
+    counts = Counter(i for share in shares for i in share)
+    if drop_last:
+        assert max(counts.values()) == 1 and 3000 - len(counts) <= world - 1
+    else:
+        assert set(counts) == set(range(3000)) and sum(counts.values()) - 3000 <= world - 1
+
+
+def test_rank_comes_from_the_environment(built, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    stream = StreamingTarDataset(built)
+    assert len(stream) == 750
+    assert indices(stream) == indices(StreamingTarDataset(built, rank=1, world_size=4))
+
+
+@pytest.mark.parametrize("workers", [0, 2, 3])
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize("batch_size, partial", [(16, True), (7, False)])
+def test_batched_pipeline_counts_batches_and_workers_share_the_rank(built, workers, batch_size, partial):
+    stream = StreamingTarDataset(built, rank=0, world_size=3, transform=lambda s: s["__index__"])
+    batched = stream.batched(batch_size, collation_fn=np.array, partial=partial)
+    loader = DataLoader(batched, batch_size=None, num_workers=workers)
+    batches = [b.tolist() for b in loader]
+    expected = 1000 // batch_size if not partial else -(-1000 // batch_size)
+    assert len(batches) == len(batched) == len(loader) == expected
+    assert all(len(b) == batch_size for b in batches[:-1])
+    flat = [i for b in batches for i in b]
+    assert len(set(flat)) == len(flat) == (1000 if partial else expected * batch_size)
+    # the same stream as without workers, whatever their number (as a set)
+    assert set(flat) <= set(indices(StreamingTarDataset(built, rank=0, world_size=3)))
+
+
+def test_webdataset_stages_chain(built):
+    stream = StreamingTarDataset(built, decode="rgb").to_tuple("jpg", "json").map(lambda t: (t[0].size, t[1]["label"]))
+    first = next(iter(stream))
+    assert first[0] == (24, 24) and isinstance(first[1], int)
+    assert len(stream) == 3000
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_more_workers_than_samples(tmp_path):
+    with tarfile.open(tmp_path / "tiny.tar", "w") as tar:
+        for i in range(3):
+            info = tarfile.TarInfo(f"s{i}.txt")
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"abc"[i : i + 1]))
+    stream = StreamingTarDataset(tmp_path / "tiny.tar", rank=1, world_size=2, transform=lambda s: s["txt"])
+    got = [x for x in DataLoader(stream, batch_size=None, num_workers=3)]
+    assert len(got) == len(stream) == 2
+
+
+def test_tars_written_by_other_tools_stream_through_their_header_index(tmp_path):
+    with tarfile.open(tmp_path / "a.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+        for i in range(50):
+            for ext, data in (("txt", f"text {i}".encode()), ("cls", str(i % 3).encode())):
+                info = tarfile.TarInfo(f"dir/{'long' * 30}_{i:03d}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    with wds.TarWriter(str(tmp_path / "b.tar")) as sink:
+        for i in range(30):
+            sink.write({"__key__": f"w{i:03d}", "txt": f"wds {i}", "cls": i % 3})
+    stream = StreamingTarDataset(str(tmp_path / "{a,b}.tar"), decode="default")
+    samples = list(stream)
+    assert len(samples) == len(stream) == 80
+    by_key = {s["__key__"]: s for s in samples}
+    assert by_key[f"dir/{'long' * 30}_007"]["txt"] == "text 7" and by_key["w012"]["cls"] == 0
+
+
+def test_shards_without_an_index_stream_whole_shards_with_a_warning(built):
+    urls = [f"pipe:cat {p}" for p in sorted(map(str, built.glob("*.tar")))]
+    with pytest.warns(UserWarning, match="without an index"):
+        stream = StreamingTarDataset(urls, rank=0, world_size=1)
+    keys = [s["__key__"] for s in stream]
+    assert len(keys) == len(set(keys)) == 3000
+    with pytest.raises(TypeError, match="unknown"):
+        len(stream)
+    with pytest.warns(UserWarning):
+        halves = [[s["__key__"] for s in StreamingTarDataset(urls, rank=r, world_size=2)] for r in range(2)]
+    assert not set(halves[0]) & set(halves[1]) and len(halves[0]) + len(halves[1]) == 3000
+
+
+def test_pickled_dataset_carries_no_index_and_streams_the_same(built):
+    stream = StreamingTarDataset(built, seed=2)
+    data = pickle.dumps(stream)
+    assert len(data) < 10_000
+    assert indices(pickle.loads(data)) == indices(stream)
+
+
+def test_truncated_shard_is_named_and_handler_can_skip_it(built, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    victim = sorted(copy.glob("*.tar"))[2]
+    with open(victim, "r+b") as f:
+        f.truncate(victim.stat().st_size - 5000)
+    with pytest.raises(ShardError, match=victim.name):
+        list(StreamingTarDataset(copy, shuffle=False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = indices(StreamingTarDataset(copy, shuffle=False, handler=wds.warn_and_continue))
+    assert 2000 < len(got) < 3000 and len(set(got)) == len(got)
+    assert any(victim.name in str(w.message) for w in caught)
+
+
+def test_bad_arguments_are_refused(built, tmp_path):
+    with pytest.raises(ValueError, match="shuffle_buffer"):
+        StreamingTarDataset(built, shuffle_buffer=0)
+    with pytest.raises(ValueError, match="index.json"):
+        StreamingTarDataset(tmp_path)
+    with pytest.raises(ValueError, match="already batched"):
+        StreamingTarDataset(built).batched(4).batched(2)
+
+
+@pytest.mark.parametrize("nproc", [2, 3])
+def test_torchrun_ranks_yield_equal_counts_and_never_hang(built, one_shard, tmp_path, nproc):
+    out = tmp_path / "ranks.json"
+    result = run_torchrun(
+        REPO / "tests" / "helpers" / "ddp_streaming.py",
+        "--data", str(built), "--data", str(one_shard), "--out", str(out), nproc=nproc, timeout=400,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = json.loads(out.read_text())
+    assert len(ranks) == nproc
+    for runs in zip(*ranks):
+        config = {k: runs[0][k] for k in ("data", "workers", "drop_last")}
+        drop_last = config["drop_last"]
+        share = 3000 // nproc if drop_last else -(-3000 // nproc)
+        for epoch in range(2):
+            per_rank = [run["epochs"][epoch] for run in runs]
+            assert all(len(p) == share == run["len"] for p, run in zip(per_rank, runs)), config
+            assert all(run["batches"] == run["loader_len"] == -(-share // 8) for run in runs), config
+            counts = Counter(i for p in per_rank for i in p)
+            if drop_last:
+                assert max(counts.values()) == 1 and 3000 - len(counts) <= nproc - 1, config
+            else:
+                assert set(counts) == set(range(3000)) and sum(counts.values()) - 3000 <= nproc - 1, config
+        for run in runs:
+            assert run["epochs"][0] != run["epochs"][1], config
+            assert run["again"] == run["epochs"][1], config
+
+
+def test_large_and_small_samples_read_alike(tmp_path):
+    rng = np.random.default_rng(1)
+    src = tmp_path / "src"
+    for i in range(300):
+        folder = src / f"d{i % 4}"
+        folder.mkdir(parents=True, exist_ok=True)
+        size = int(rng.choice([10, 900, 20_000, 70_000]))
+        (folder / f"{i:04d}.bin").write_bytes(rng.bytes(size))
+        if i % 3 == 0:
+            (folder / f"{i:04d}.txt").write_bytes(rng.bytes(int(rng.integers(0, 3000))))
+    dst = tmp_path / "dst"
+    build(src, dst, BuildOptions(shard_size=2_000_000, workers=1, quiet=True))
+    reference = IndexedTarDataset(dst)
+    for shuffle_buffer in (1, 16, 300):
+        samples = list(StreamingTarDataset(dst, shuffle_buffer=shuffle_buffer))
+        assert sorted(indices(samples)) == list(range(300))
+        assert all(s == reference[s["__index__"]] for s in samples)
