@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
+LITDATA_PIN ?= litdata==0.2.76
 DEMO   ?= build/demo
 
 .PHONY: demo test bench install clean
@@ -31,9 +32,14 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
+# LitData requires torch/torchvision (CUDA builds from the registry), so it
+# goes in with --no-deps; the bench extra holds what else it imports.
 bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) -m pip install -q --no-deps "$(LITDATA_PIN)"
 	$(PY) scripts/bench_pack.py
+	$(PY) scripts/bench_indexed.py
+	$(PY) scripts/bench_streaming.py
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

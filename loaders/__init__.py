@@ -12,15 +12,17 @@ from .dist import rank_and_world_size, worker_id_and_count
 from .errors import ShardError
 from .indexed import IndexedTarDataset
 from .order import EpochOrder
-from .sampler import ShardAwareSampler, epoch_order, rank_slice
+from .resumable import ResumableLoader
+from .sampler import ShardAwareSampler
 from .source import SampleIndex, open_index
-from .split import rank_share, rank_span, worker_span
+from .split import Deal
+from .state import IncompatibleStateError
 from .streaming import StreamingTarDataset
 from .tarindex import build_tar_index, load_tar_index
 
 __all__ = [
-    "IndexedTarDataset", "ShardAwareSampler", "StreamingTarDataset", "EpochOrder",
-    "rank_share", "rank_span", "worker_span", "ShardError", "DecodeError", "Decoder",
+    "IndexedTarDataset", "ShardAwareSampler", "StreamingTarDataset", "ResumableLoader",
+    "EpochOrder", "Deal", "IncompatibleStateError", "ShardError", "DecodeError", "Decoder",
     "SampleIndex", "open_index", "build_tar_index", "load_tar_index",
-    "epoch_order", "rank_slice", "rank_and_world_size", "worker_id_and_count",
+    "rank_and_world_size", "worker_id_and_count",
 ]

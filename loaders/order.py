@@ -32,8 +32,8 @@ Nothing here does I/O or needs torch.  Windows are permuted lazily, so a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator, Tuple
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -66,7 +66,7 @@ def shard_chunks(shard_counts: np.ndarray, chunk_samples: int) -> Tuple[np.ndarr
     return starts.astype(np.int64), (ends - starts).astype(np.int64)
 
 
-@dataclass(frozen=True)
+@dataclass
 class EpochOrder:
     """Positions -> sample numbers for one epoch (see the module docstring).
 
@@ -83,6 +83,7 @@ class EpochOrder:
     chunk_len: np.ndarray
     window_first_chunk: np.ndarray
     window_start: np.ndarray
+    _last_window: Optional[Tuple[int, np.ndarray]] = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(
@@ -114,6 +115,8 @@ class EpochOrder:
 
     def window_samples(self, window: int) -> np.ndarray:
         """Sample numbers of ``window``, in the order they are visited."""
+        if self._last_window is not None and self._last_window[0] == window:
+            return self._last_window[1]
         lo, hi = self.window_first_chunk[window], self.window_first_chunk[window + 1]
         starts, lengths = self.chunk_start[lo:hi], self.chunk_len[lo:hi]
         if len(starts) == 1:
@@ -123,7 +126,34 @@ class EpochOrder:
             samples = np.repeat(starts - offsets, lengths) + np.arange(int(lengths.sum()), dtype=np.int64)
         if self.shuffle:
             samples = _rng(self.seed, self.epoch, _STREAM_WINDOW, window).permutation(samples)
+        self._last_window = (window, samples)
         return samples
+
+    def windows_between(self, start: int, stop: int) -> Iterator[Tuple[int, int]]:
+        """``(first, stop)`` position ranges of the windows overlapping
+        ``start .. stop-1``, clipped to it."""
+        if start >= stop:
+            return
+        window = int(np.searchsorted(self.window_start, start, side="right")) - 1
+        while start < stop:
+            w_stop = int(self.window_start[window + 1])
+            yield start, min(stop, w_stop)
+            start = w_stop
+            window += 1
+
+    def at(self, positions: np.ndarray) -> np.ndarray:
+        """Sample numbers at ``positions`` (each in ``0 .. n-1``)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if len(positions) and (positions.min() < 0 or positions.max() >= self.num_samples):
+            raise ValueError(f"positions must lie in 0..{self.num_samples - 1}")
+        if not self.shuffle:
+            return positions.copy()
+        windows = np.searchsorted(self.window_start, positions, side="right") - 1
+        out = np.empty_like(positions)
+        for window in np.unique(windows).tolist():
+            here = windows == window
+            out[here] = self.window_samples(window)[positions[here] - self.window_start[window]]
+        return out
 
     def pieces(self, start: int, stop: int) -> Iterator[np.ndarray]:
         """Sample numbers at positions ``start .. stop-1``, one array per

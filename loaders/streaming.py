@@ -26,7 +26,7 @@ import copy
 import os
 import random
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import numpy as np
 import webdataset as wds
@@ -39,7 +39,8 @@ from .order import EpochOrder
 from .rangeread import RangeReader
 from .shardfiles import ShardFiles
 from .source import SampleIndex, Source, expand_source, open_index
-from .split import batches_for, rank_share, rank_span, worker_span, wrap
+from .split import Deal
+from .state import index_fingerprint, make_state, read_state
 
 Handler = Callable[[BaseException], bool]
 
@@ -94,8 +95,10 @@ class _IndexedSource:
         self.topology = topology
         self.cache_dir = cache_dir
         self.handler = handler
-        self.epoch = 0
-        self.unit = 1  # positions per worker-split unit (the batch size when batched)
+        self.epoch = 0  # the epoch of the next iteration
+        self.start = 0  # its first position (non-zero when resuming)
+        self.unit = 1  # the per-rank batch size when the pipeline batches
+        self.fingerprint: Optional[str] = None
         self._open()
 
     def _open(self) -> None:
@@ -133,19 +136,27 @@ class _IndexedSource:
             )
         return self._order
 
+    def deal(self, world_size: int) -> Deal:
+        """How the positions of the next iteration are dealt."""
+        return Deal(self.num_samples, world_size, self.unit, self.drop_last, self.start)
+
     def __call__(self) -> Iterator[Dict[str, Any]]:
         index = self.index
-        epoch, self.epoch = self.epoch, self.epoch + 1
         rank, world_size = self.topology.current()
         worker, workers = worker_id_and_count()
         n = index.num_samples
-        start, stop = rank_span(n, rank, world_size, self.drop_last)
-        start, stop = worker_span(start, stop, worker, workers, self.unit)
-        order = self.order(epoch)
+        deal = self.deal(world_size)
+        order = self.order(self.epoch)
+        reader = self._reader
         try:
-            for first, last in wrap(start, stop, n):
-                for samples in order.pieces(first, last):
-                    yield from self._reader.read(samples, self._skip)
+            for first, stop in order.windows_between(deal.start, min(deal.end, n)):
+                positions = deal.worker_positions(first, stop, rank, worker, workers)
+                if len(positions):
+                    yield from reader.read(order.at(positions), self._skip)
+            if deal.end > n:  # padding: positions past the end stand for the first ones
+                positions = deal.worker_positions(n, deal.end, rank, worker, workers)
+                if len(positions):
+                    yield from reader.read(order.at(positions % n), self._skip)
         except _StopEpoch:
             return
 
@@ -174,10 +185,11 @@ class _ShardListSource:
         self.topology = topology
         self.handler = handler
         self.epoch = 0
+        self.start = 0
         self.unit = 1
 
     def __call__(self) -> Iterator[Dict[str, Any]]:
-        epoch, self.epoch = self.epoch, self.epoch + 1
+        epoch = self.epoch
         rank, world_size = self.topology.current()
         worker, workers = worker_id_and_count()
         urls = list(self.urls)
@@ -286,12 +298,83 @@ class StreamingTarDataset(wds.DataPipeline, FluidInterface):
         """The epoch the next iteration will use."""
         return self._source.epoch
 
+    @property
+    def start(self) -> int:
+        """The first position of the next iteration (non-zero after resuming)."""
+        return self._source.start
+
     def set_epoch(self, epoch: int) -> None:
-        """Use ``epoch``'s order for the next iteration (each iteration then
-        moves on by one).  Call it before each epoch when DataLoader workers
-        are not persistent: they start from the main process's copy."""
+        """Use ``epoch``'s order, from its start, for the next iteration.
+
+        Each complete iteration moves on to the next epoch by itself, in the
+        process that iterates.  DataLoader workers that are not persistent
+        start every epoch from the main process's copy, so there call
+        ``set_epoch`` before each epoch, or use :class:`loaders.ResumableLoader`.
+        """
         self._source.epoch = int(epoch)
+        self._source.start = 0
         self._source.topology.current()
+
+    def __iter__(self) -> Iterator[Any]:
+        source = self._source
+        progress = self._progress = {"epoch": source.epoch, "start": source.start, "units": 0, "done": False}
+        for item in super().__iter__():
+            progress["units"] += 1
+            yield item
+        progress["done"] = True
+        source.epoch, source.start = progress["epoch"] + 1, 0
+
+    # ---------------------------------------------------------------- resume
+
+    def _indexed(self, what: str) -> "_IndexedSource":
+        if not isinstance(self._source, _IndexedSource):
+            raise TypeError(f"{what} needs an index; shards streamed without one (pipe: or URLs) have none")
+        return self._source
+
+    def _order_params(self) -> Dict[str, Any]:
+        source = self._indexed("resuming")
+        return {"seed": source.seed, "shuffle": source.shuffle, "chunk_samples": source.chunk, "window_samples": source.window}
+
+    def state_for(self, epoch: int, start: int, consumed: int) -> Dict[str, Any]:
+        """The state after this rank's training loop consumed ``consumed``
+        samples of the iteration that began at ``(epoch, start)`` (every rank
+        having consumed as many: the job is in step)."""
+        source = self._indexed("state_dict()")
+        _, world_size = source.topology.current()
+        deal = Deal(source.num_samples, world_size, source.unit, source.drop_last, start)
+        return make_state(self._order_params(), epoch, deal.position_after(consumed), source.num_samples, self._fingerprint())
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Where the job is in its epochs, to save in a checkpoint.
+
+        Counts what this process's iteration has yielded, which is what the
+        training loop consumed when the dataset is iterated in this process
+        (no DataLoader workers).  With workers, use
+        :class:`loaders.ResumableLoader`, which counts the batches it hands out.
+        """
+        source = self._indexed("state_dict()")
+        progress = getattr(self, "_progress", None)
+        if progress is None:
+            return self.state_for(source.epoch, source.start, 0)
+        if progress["done"]:
+            return self.state_for(progress["epoch"] + 1, 0, 0)
+        per_unit = self._batch[0] if self._batch is not None else 1
+        return self.state_for(progress["epoch"], progress["start"], progress["units"] * per_unit)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a saved state: the next iteration yields this rank's
+        share of the positions not yet consumed, with this job's world size."""
+        source = self._indexed("load_state_dict()")
+        epoch, position = read_state(state, self._order_params(), source.num_samples, self._fingerprint())
+        source.epoch, source.start = epoch, position
+        self._progress = None
+        source.topology.current()
+
+    def _fingerprint(self) -> str:
+        source = self._indexed("resuming")
+        if source.fingerprint is None:
+            source.fingerprint = index_fingerprint(source.index)
+        return source.fingerprint
 
     # ---------------------------------------------------------------- length
 
@@ -301,14 +384,15 @@ class StreamingTarDataset(wds.DataPipeline, FluidInterface):
         return self._source.index if isinstance(self._source, _IndexedSource) else None
 
     def __len__(self) -> int:
-        """Samples (or batches, after ``.batched``) this rank yields per epoch."""
+        """Samples (or batches, after ``.batched``) this rank yields in the
+        next iteration (a whole epoch, or what is left of a resumed one)."""
         if not isinstance(self._source, _IndexedSource):
             raise TypeError("len() is unknown for shards streamed without an index (pipe: or URLs)")
         _, world_size = self._source.topology.current()
-        share = rank_share(self._source.num_samples, world_size, self._source.drop_last)
+        deal = self._source.deal(world_size)
         if self._batch is None:
-            return share
-        return batches_for(share, *self._batch)
+            return deal.rank_share
+        return deal.rank_batches(self._batch[1])
 
     # ------------------------------------------------------- pipeline stages
 
@@ -330,6 +414,10 @@ class StreamingTarDataset(wds.DataPipeline, FluidInterface):
         result._batch = (int(batchsize), bool(partial))
         result._source.unit = int(batchsize)
         return result
+
+    def listed(self, batchsize: int, partial: bool = True) -> "StreamingTarDataset":
+        """Lists of ``batchsize`` samples (no collation), counted like batches."""
+        return self.batched(batchsize, collation_fn=None, partial=partial)
 
     def unbatched(self) -> "StreamingTarDataset":
         result = super().unbatched()

@@ -323,11 +323,15 @@ def run_once(open_dataset: Callable[[], Any], packed: Packed, order: List[int], 
 
 def make_order(dataset: Any, passes: int, kind: str, seed: int) -> List[int]:
     """``passes`` shuffled orders of the whole dataset, concatenated."""
-    from loaders import epoch_order
+    from loaders import ShardAwareSampler
 
     n = len(dataset)
     if kind == "shard":
-        parts = [epoch_order(np.asarray(dataset.index.sample_shard), seed, epoch) for epoch in range(passes)]
+        sampler = ShardAwareSampler(dataset, seed=seed, rank=0, world_size=1)
+        parts = []
+        for epoch in range(passes):
+            sampler.set_epoch(epoch)
+            parts.append(sampler.indices())
     else:
         rng = np.random.default_rng(seed)
         parts = [rng.permutation(n) for _ in range(passes)]

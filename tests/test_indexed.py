@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
-from loaders import IndexedTarDataset, ShardAwareSampler, ShardError, epoch_order, rank_slice
+from loaders import IndexedTarDataset, ShardAwareSampler, ShardError
 from packer.names import source_path
 
 from conftest import REPO, run_torchrun
@@ -196,26 +196,34 @@ def test_user_cache_is_used_when_beside_is_not_writable(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- sampler
 
 
-def test_epoch_order_keeps_shard_locality_and_changes_per_epoch():
-    sample_shard = np.repeat(np.arange(10), 100)
-    e0, e0_again, e1 = epoch_order(sample_shard, 0, 0), epoch_order(sample_shard, 0, 0), epoch_order(sample_shard, 0, 1)
-    assert e0.tolist() == e0_again.tolist() and e0.tolist() != e1.tolist()
-    assert sorted(e0.tolist()) == list(range(1000))
-    # shard by shard: the shard sequence changes value exactly 9 times
-    assert int(np.count_nonzero(np.diff(sample_shard[e0]))) == 9
-    assert e0[:100].tolist() != sorted(e0[:100].tolist())  # shuffled within the shard
+def test_sampler_order_changes_per_epoch_and_equals_the_streaming_order(built):
+    from loaders import StreamingTarDataset
+
+    dataset = IndexedTarDataset(built)
+    sampler = ShardAwareSampler(dataset, seed=4, rank=0, world_size=1)
+    e0 = list(sampler)  # a complete iteration moves to the next epoch
+    e1 = list(sampler)
+    sampler.set_epoch(0)
+    assert list(sampler) == e0 != e1 and sorted(e0) == list(range(3000))
+    stream = StreamingTarDataset(built, seed=4, rank=0, world_size=1)
+    assert [s["__index__"] for s in stream] == e0
+    # a window of ~1024 samples is a few runs of consecutive samples: reads stay local
+    first_window = sorted(e0[: int(sampler.order(0).window_start[1])])
+    assert 1024 <= len(first_window) and 1 + np.count_nonzero(np.diff(first_window) != 1) <= 9
 
 
-@pytest.mark.parametrize("n, world", [(10, 3), (9, 3), (1, 4), (1000, 7)])
-def test_rank_slices_are_equal_and_cover(n, world):
-    order = np.random.default_rng(0).permutation(n)
-    dropped = [rank_slice(order, r, world, True).tolist() for r in range(world)]
-    padded = [rank_slice(order, r, world, False).tolist() for r in range(world)]
-    assert len({len(p) for p in dropped}) == 1 and len({len(p) for p in padded}) == 1
-    flat_drop = [i for p in dropped for i in p]
-    assert len(set(flat_drop)) == len(flat_drop) and n - len(flat_drop) <= world - 1
-    flat_pad = [i for p in padded for i in p]
-    assert set(flat_pad) == set(range(n)) and len(flat_pad) - n <= world - 1
+@pytest.mark.parametrize("n_world", [2, 3, 7])
+def test_sampler_shares_are_equal_and_in_global_batch_order(built, n_world):
+    dataset = IndexedTarDataset(built)
+    single = list(ShardAwareSampler(dataset, seed=1, rank=0, world_size=1))
+    for drop_last in (False, True):
+        shares = [list(ShardAwareSampler(dataset, seed=1, rank=r, world_size=n_world, drop_last=drop_last, batch_size=8)) for r in range(n_world)]
+        assert len({len(s) for s in shares}) == 1
+        merged = [i for k in range(0, len(shares[0]), 8) for s in shares for i in s[k : k + 8]]
+        if drop_last:
+            assert merged == single[: len(merged)] and 3000 - len(merged) <= n_world - 1
+        else:
+            assert merged[:3000] == single and merged[3000:] == single[: len(merged) - 3000]
 
 
 def test_sampler_reads_rank_from_the_environment(built, monkeypatch):
@@ -224,7 +232,7 @@ def test_sampler_reads_rank_from_the_environment(built, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     sampler = ShardAwareSampler(dataset)
     assert (sampler.rank, sampler.world_size, len(sampler)) == (1, 4, 750)
-    assert list(sampler) == rank_slice(epoch_order(dataset.index.sample_shard, 0, 0), 1, 4, False).tolist()
+    assert list(sampler) == list(ShardAwareSampler(dataset, rank=1, world_size=4))
 
 
 @pytest.mark.parametrize("workers, drop_last", [(0, False), (2, True)])

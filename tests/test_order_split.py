@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from loaders.order import EpochOrder, shard_chunks
-from loaders.split import batches_for, rank_share, rank_span, worker_span, wrap
+from loaders.split import Deal, wrap
 
 
 def test_chunks_cover_each_shard_in_runs_of_consecutive_samples():
@@ -47,6 +47,16 @@ def test_unshuffled_order_is_the_stored_order():
     assert order.samples().tolist() == list(range(35))
 
 
+def test_positions_map_to_the_same_samples_one_by_one_or_in_ranges():
+    order = EpochOrder.build(np.array([97, 203, 1, 64]), seed=11, epoch=2, chunk_samples=7, window_samples=30)
+    whole = order.samples()
+    positions = np.random.default_rng(3).permutation(len(whole))[:150]
+    assert np.array_equal(order.at(positions), whole[positions])
+    assert [list(w) for w in order.windows_between(25, 95)][0][0] == 25
+    with pytest.raises(ValueError):
+        order.at(np.array([len(whole)]))
+
+
 def test_any_range_of_positions_equals_the_slice_of_the_whole_epoch():
     order = EpochOrder.build(np.array([97, 203, 1, 64]), seed=11, epoch=2, chunk_samples=7, window_samples=30)
     whole = order.samples()
@@ -67,32 +77,59 @@ def test_a_window_mixes_chunks_of_several_shards():
     assert len(first_window) >= 1024
 
 
-@pytest.mark.parametrize("n, world, drop_last", [
-    (n, w, d) for n, w, d in itertools.product([0, 1, 2, 7, 10, 12, 1000], [1, 2, 3, 8], [False, True])
-])
-def test_rank_spans_are_equal_and_cover_the_epoch_under_the_policy(n, world, drop_last):
-    share = rank_share(n, world, drop_last)
-    spans = [rank_span(n, r, world, drop_last) for r in range(world)]
-    assert all(stop - start == share for start, stop in spans)
-    positions = [p for start, stop in spans for a, b in (wrap(start, stop, n) if n else []) for p in range(a, b)]
-    counts = np.bincount(positions, minlength=n) if n else np.zeros(0, int)
+SHAPES = [(n, w, u, d) for n, w, u, d in itertools.product([0, 1, 2, 7, 10, 12, 100, 1000], [1, 2, 3, 8], [1, 4, 16], [False, True])]
+
+
+def dealt(deal, rank, workers):
+    """Positions each worker of ``rank`` reads, in yield order, over the whole deal."""
+    return [deal.worker_positions(deal.start, deal.end, rank, w, workers).tolist() for w in range(workers)]
+
+
+@pytest.mark.parametrize("n, world, unit, drop_last", SHAPES)
+def test_ranks_get_equal_shares_that_cover_the_epoch_under_the_policy(n, world, unit, drop_last):
+    deal = Deal(n, world, unit, drop_last)
+    shares = [sum(dealt(deal, r, 1), []) for r in range(world)]
+    assert all(len(s) == deal.rank_share for s in shares)
+    assert sorted(p for s in shares for p in s) == list(range(deal.start, deal.end))
+    counts = np.bincount([p % n for s in shares for p in s], minlength=n) if n else np.zeros(0, int)
     if drop_last:
         assert counts.max(initial=0) <= 1 and n - counts.sum() <= world - 1
     else:
         assert counts.min(initial=1) >= 1 and counts.sum() - n <= world - 1
 
 
-@pytest.mark.parametrize("length, workers, unit", list(itertools.product([0, 1, 5, 17, 64, 100], [1, 2, 3, 4, 8], [1, 3, 16])))
-def test_worker_spans_partition_a_rank_span_in_whole_units(length, workers, unit):
-    start = 1000
-    spans = [worker_span(start, start + length, w, workers, unit) for w in range(workers)]
-    assert spans[0][0] == start and spans[-1][1] == start + length
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
-    # only the span that holds the end may have a partial unit
-    assert all((stop - begin) % unit == 0 for begin, stop in spans if stop != start + length)
-    units = [-(-(stop - begin) // unit) for begin, stop in spans]
-    assert max(units) - min(units) <= 1
-    assert sum(batches_for(stop - begin, unit, True) for begin, stop in spans) == batches_for(length, unit, True)
+@pytest.mark.parametrize("n, world, unit, drop_last", SHAPES)
+def test_global_batches_are_consecutive_positions_whatever_the_shape(n, world, unit, drop_last):
+    """Rank r's batch k is slice r of global batch k: concatenating the ranks'
+    batches step by step gives positions in order."""
+    deal = Deal(n, world, unit, drop_last)
+    spans = [deal.batch_spans(r) for r in range(world)]
+    assert {len(s) for s in spans} == {deal.rank_batches()}
+    sequence = [p for k in range(deal.rank_batches()) for r in range(world) for p in range(*spans[r][k])]
+    assert sequence == list(range(deal.start, deal.end))
+    # and workers take the rank's batches in turn, as a DataLoader hands them out
+    for workers in (1, 2, 3):
+        per_worker = dealt(deal, world - 1, workers)
+        batches = [[p for p in range(*span)] for span in spans[world - 1]]
+        assert per_worker == [sum(batches[w::workers], []) for w in range(workers)]
+
+
+@pytest.mark.parametrize("start", [0, 8, 24, 37, 64])
+def test_resuming_deals_the_rest_of_the_epoch(start):
+    deal = Deal(64, 3, 4, False, start=start)
+    got = sorted(p for r in range(3) for p in sum(dealt(deal, r, 2), []))
+    assert got[: 64 - start] == list(range(start, 64))
+    assert len(got) - (64 - start) <= 2
+
+
+def test_position_after_counts_whole_global_batches():
+    deal = Deal(100, 3, 8)
+    assert deal.position_after(0) == 0
+    assert deal.position_after(16) == 48
+    assert deal.position_after(deal.rank_share) == deal.end >= 100
+    with pytest.raises(ValueError, match="whole number of batches"):
+        deal.position_after(5)
+    assert Deal(100, 3, 8, start=48).position_after(8) == 72
 
 
 def test_wrap_continues_from_the_start():
@@ -105,8 +142,12 @@ def test_wrap_continues_from_the_start():
 
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError):
-        rank_span(10, 3, 3, False)
+        Deal(10, 3).worker_positions(0, 10, 3, 0, 1)
     with pytest.raises(ValueError):
-        worker_span(0, 10, 2, 2)
+        Deal(10, 3).worker_positions(0, 10, 0, 2, 2)
+    with pytest.raises(ValueError):
+        Deal(10, 0)
+    with pytest.raises(ValueError):
+        Deal(10, 2, start=11)
     with pytest.raises(ValueError):
         shard_chunks(np.array([3]), 0)

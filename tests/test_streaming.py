@@ -97,8 +97,9 @@ def test_batched_pipeline_counts_batches_and_workers_share_the_rank(built, worke
     assert all(len(b) == batch_size for b in batches[:-1])
     flat = [i for b in batches for i in b]
     assert len(set(flat)) == len(flat) == (1000 if partial else expected * batch_size)
-    # the same stream as without workers, whatever their number (as a set)
-    assert set(flat) <= set(indices(StreamingTarDataset(built, rank=0, world_size=3)))
+    # workers take the rank's batches in turn: the same stream as without workers
+    single = StreamingTarDataset(built, rank=0, world_size=3, transform=lambda s: s["__index__"])
+    assert flat == [i for b in single.batched(batch_size, collation_fn=np.array, partial=partial) for i in b.tolist()]
 
 
 def test_webdataset_stages_chain(built):
@@ -228,3 +229,29 @@ def test_large_and_small_samples_read_alike(tmp_path):
         samples = list(StreamingTarDataset(dst, shuffle_buffer=shuffle_buffer))
         assert sorted(indices(samples)) == list(range(300))
         assert all(s == reference[s["__index__"]] for s in samples)
+
+
+@pytest.mark.parametrize("loader", ["streaming", "indexed"])
+def test_torchrun_resume_with_another_shape_continues_the_single_process_order(built, tmp_path, loader):
+    """2 ranks x 2 workers consume 40 global batches of 16, save the state;
+    3 ranks x 1 worker (batch 8: global 24) load it and finish the epoch."""
+    script = REPO / "tests" / "helpers" / "ddp_resume.py"
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    result = run_torchrun(script, "--data", str(built), "--loader", loader, "--workers", "2", "--batch-size", "8",
+                          "--steps", "40", "--out", str(first), nproc=2, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads(first.read_text())
+    assert saved["state"]["epoch"] == 0 and saved["state"]["position"] == 40 * 16
+    (tmp_path / "state.json").write_text(json.dumps(saved["state"]))
+    result = run_torchrun(script, "--data", str(built), "--loader", loader, "--workers", "1", "--batch-size", "8",
+                          "--state", str(tmp_path / "state.json"), "--out", str(second), nproc=3, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = json.loads(second.read_text())
+    assert resumed["state"] == {**saved["state"], "epoch": 1, "position": 0}
+    consumed = [i for batch in saved["global_batches"] + resumed["global_batches"] for i in batch]
+    single = [s["__index__"] for s in StreamingTarDataset(built, seed=9, rank=0, world_size=1)]
+    # the job consumed the single-process order, then (pad) up to world-1 from its start
+    assert consumed[:3000] == single
+    assert consumed[3000:] == single[: len(consumed) - 3000] and len(consumed) - 3000 <= 2
+    assert set(resumed["lens"]) == {len(resumed["global_batches"])}
+    assert set(saved["lens"]) == {-(-1500 // 8)}
