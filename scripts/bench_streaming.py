@@ -46,8 +46,11 @@ Methods (``--methods``), each reading the whole dataset once per pass:
   back as ``memoryview`` objects, without a copy, which the collate turns
   into ``bytes`` as any consumer would).  Skipped with a note if
   LitData is not importable.
-* ``ours``: ``loaders.StreamingTarDataset(packed dir, shuffle=False, seed=0)``;
-  ``ours-shuffled``: the same with ``shuffle=True`` (default shuffle buffer).
+* ``ours``: ``loaders.StreamingTarDataset(packed dir, shuffle=False, seed=0)``
+  batched in its pipeline as its documentation recommends
+  (``.batched(batch_size, collation_fn=<the same count collate>)``, DataLoader
+  ``batch_size=None``); ``ours-shuffled``: the same with ``shuffle=True``
+  (default shuffle buffer).
   If ``loaders`` has no ``StreamingTarDataset`` yet, both rows are skipped
   with a note.
 
@@ -329,6 +332,7 @@ class Method:
     workers: Optional[int]  # None: no DataLoader (cat)
     make: Optional[Callable[[Prepared], Any]]  # None: cat
     files: Callable[[Prepared], List[Path]]  # what it reads (warmed before each timing)
+    batches_itself: bool = False  # the dataset yields (count, bytes) batches: DataLoader(batch_size=None)
 
     @property
     def label(self) -> str:
@@ -340,13 +344,15 @@ def methods_for(args: argparse.Namespace, ours: Optional[type]) -> List[Method]:
     makers: Dict[str, Tuple[Callable[[Prepared], Any], Callable[[Prepared], List[Path]]]] = {
         WDS: (make_webdataset, tars), LIT: (make_litdata, chunks)}
     if ours is not None:
-        makers[OURS] = (lambda d: ours(d.packed, shuffle=False, seed=0), tars)
-        makers[OURS_SHUFFLED] = (lambda d: ours(d.packed, shuffle=True, seed=0), tars)
+        # As recommended for it: batched in the pipeline, DataLoader(batch_size=None).
+        b = args.batch_size
+        makers[OURS] = (lambda d: ours(d.packed, shuffle=False, seed=0).batched(b, collation_fn=count_bytes), tars)
+        makers[OURS_SHUFFLED] = (lambda d: ours(d.packed, shuffle=True, seed=0).batched(b, collation_fn=count_bytes), tars)
     todo = [Method(CAT, None, None, tars)] if CAT in args.methods else []
     for workers in args.workers:
         for name in args.methods:
             if name in makers and not args.skips.get(name):
-                todo.append(Method(name, workers, *makers[name]))
+                todo.append(Method(name, workers, *makers[name], batches_itself=name in (OURS, OURS_SHUFFLED)))
     return todo
 
 
@@ -385,7 +391,10 @@ def run_cat(data: Prepared, passes: int) -> Run:
 def run_loader(method: Method, data: Prepared, passes: int, batch_size: int) -> Run:
     assert method.make is not None
     dataset = Passes(method.make(data), passes)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=method.workers or 0, collate_fn=count_bytes)
+    if method.batches_itself:
+        loader = DataLoader(dataset, batch_size=None, num_workers=method.workers or 0)
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=method.workers or 0, collate_fn=count_bytes)
     start = time.perf_counter()
     first_at, steady_n, steady_bytes, total_n, total_bytes = 0.0, 0, 0, 0, 0
     for k, (n, nbytes) in enumerate(loader):

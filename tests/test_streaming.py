@@ -255,3 +255,101 @@ def test_torchrun_resume_with_another_shape_continues_the_single_process_order(b
     assert consumed[3000:] == single[: len(consumed) - 3000] and len(consumed) - 3000 <= 2
     assert set(resumed["lens"]) == {len(resumed["global_batches"])}
     assert set(saved["lens"]) == {-(-1500 // 8)}
+
+
+def _loader(kind, data, rank, world, workers, batch, seed=9, drop_last=False):
+    from loaders import ResumableLoader, ShardAwareSampler
+
+    if kind == "streaming":
+        dataset = StreamingTarDataset(data, seed=seed, rank=rank, world_size=world, drop_last=drop_last, transform=_index_of)
+        return ResumableLoader(dataset.batched(batch, collation_fn=np.array), batch_size=None, num_workers=workers)
+    dataset = IndexedTarDataset(data, transform=_index_of)
+    sampler = ShardAwareSampler(dataset, seed=seed, rank=rank, world_size=world, drop_last=drop_last, batch_size=batch)
+    return ResumableLoader(dataset, sampler=sampler, batch_size=batch, num_workers=workers, collate_fn=np.array)
+
+
+def _index_of(sample):
+    return sample["__index__"]
+
+
+def _consume(kind, data, world, workers, batch, steps=None, state=None, drop_last=False):
+    """Simulated ranks (explicit rank/world) consume ``steps`` global batches
+    (None: the rest of the epoch); returns (global batches, states)."""
+    per_rank, states = [], []
+    for rank in range(world):
+        loader = _loader(kind, data, rank, world, workers, batch, drop_last=drop_last)
+        if state is not None:
+            loader.load_state_dict(state)
+        got = []
+        for b in loader:
+            got.append(b.tolist())
+            if len(got) == steps:
+                break
+        per_rank.append(got)
+        states.append(loader.state_dict())
+    assert len({len(p) for p in per_rank}) == 1 and all(s == states[0] for s in states)
+    return [sum((p[k] for p in per_rank), []) for k in range(len(per_rank[0]))], states[0]
+
+
+@pytest.mark.parametrize("kind", ["streaming", "indexed"])
+@pytest.mark.parametrize("before, after", [((2, 2, 8), (3, 1, 8)), ((1, 0, 32), (4, 2, 4)), ((3, 1, 5), (1, 0, 7)), ((5, 2, 3), (2, 0, 16))])
+def test_resume_in_another_shape_consumes_the_rest_of_the_epoch_once(built, kind, before, after):
+    single = [s["__index__"] for s in StreamingTarDataset(built, seed=9, rank=0, world_size=1)]
+    first, state = _consume(kind, built, *before, steps=30)
+    assert state["position"] == 30 * before[0] * before[2]
+    rest, final = _consume(kind, built, *after, state=state)
+    consumed = [i for b in first + rest for i in b]
+    assert consumed[:3000] == single and consumed[3000:] == single[: len(consumed) - 3000]
+    assert len(consumed) - 3000 <= after[0] - 1
+    assert (final["epoch"], final["position"]) == (1, 0)
+
+
+def test_resume_with_drop_last_misses_at_most_world_minus_one(built):
+    single = [s["__index__"] for s in StreamingTarDataset(built, seed=9, rank=0, world_size=1)]
+    first, state = _consume("streaming", built, 2, 0, 8, steps=7, drop_last=True)
+    rest, _ = _consume("streaming", built, 7, 0, 8, state=state, drop_last=True)
+    consumed = [i for b in first + rest for i in b]
+    assert consumed == single[: len(consumed)] and 3000 - len(consumed) <= 6
+
+
+def test_dataset_counts_by_itself_without_workers(built):
+    stream = StreamingTarDataset(built, seed=2).batched(10, collation_fn=np.array)
+    iterator = iter(stream)
+    head = [next(iterator).tolist() for _ in range(12)]
+    state = stream.state_dict()
+    assert (state["epoch"], state["position"]) == (0, 120)
+    again = StreamingTarDataset(built, seed=2).batched(10, collation_fn=np.array)
+    again.load_state_dict(state)
+    assert len(again) == 288
+    tail = [b.tolist() for b in again]
+    whole = [b.tolist() for b in StreamingTarDataset(built, seed=2).batched(10, collation_fn=np.array)]
+    assert head + tail == whole
+    assert again.state_dict()["epoch"] == 1 and again.epoch == 1
+
+
+def test_incompatible_states_are_refused(built, one_shard):
+    from loaders import IncompatibleStateError
+
+    state = StreamingTarDataset(built, seed=1).state_dict()
+    with pytest.raises(IncompatibleStateError, match="different order .*seed: saved 1, now 2"):
+        StreamingTarDataset(built, seed=2).load_state_dict(state)
+    with pytest.raises(IncompatibleStateError, match="different dataset"):
+        StreamingTarDataset(one_shard, seed=1).load_state_dict(state)
+    with pytest.raises(IncompatibleStateError, match="not a loader state"):
+        StreamingTarDataset(built, seed=1).load_state_dict({"epoch": 1})
+    # the two loaders share the order, so their states are interchangeable
+    from loaders import ShardAwareSampler
+
+    sampler = ShardAwareSampler(IndexedTarDataset(built), seed=1)
+    sampler.load_state_dict(state)
+
+
+def test_resumable_loader_refuses_setups_it_cannot_count(built):
+    from loaders import ResumableLoader
+
+    with pytest.raises(ValueError, match="persistent"):
+        ResumableLoader(StreamingTarDataset(built).batched(4), batch_size=None, num_workers=1, persistent_workers=True)
+    with pytest.raises(ValueError, match="batch inside the pipeline"):
+        ResumableLoader(StreamingTarDataset(built), batch_size=4, num_workers=2)
+    with pytest.raises(TypeError, match="ResumableLoader needs"):
+        ResumableLoader(IndexedTarDataset(built), batch_size=4)
