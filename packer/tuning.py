@@ -88,7 +88,7 @@ class Recommendation:
     @property
     def shard_size_arg(self) -> str:
         """A ``--shard-size`` value that gives about this many shards."""
-        return f"{max(self.shard_bytes // MB, 1)}MB"
+        return f"{max(-(-self.shard_bytes // MB), 1)}MB"  # an upper bound: round up
 
 
 def recommend(profile: Profile, cluster: Cluster, storage: str = "local") -> Recommendation:
