@@ -101,26 +101,29 @@ class RangeReader:
         key_offsets, keys, extensions, paths = self._key_offsets, self._keys, self._extensions, self._paths
         read = self.files.read
         for i, run, base, shard in zip(samples, runs, bases, shards):
-            if run == _SEPARATE:
-                try:
-                    parts = [(extensions[ext[m]], read(shard, offset[m], offset[m] + size[m], i)) for m in range(members[i], members[i + 1])]
-                except Exception as exc:
-                    if skip_unreadable is None or not skip_unreadable(exc):
-                        raise
-                    continue
-            else:
+            if run != _SEPARATE:
                 buffer = buffers[run]
                 if buffer is None:
                     continue
-                parts = [(extensions[ext[m]], buffer[offset[m] - base : offset[m] - base + size[m]]) for m in range(members[i], members[i + 1])]
             sample: Dict[str, Any] = {
                 "__key__": str(keys[key_offsets[i] : key_offsets[i + 1]], "utf-8", "surrogateescape"),
                 "__url__": paths[shard],
                 "__index__": i,
             }
-            sample.update(parts)
+            if run != _SEPARATE:
+                for m in range(members[i], members[i + 1]):
+                    rel = offset[m] - base
+                    sample[extensions[ext[m]]] = buffer[rel : rel + size[m]]
+                yield sample
+                continue
+            try:
+                for m in range(members[i], members[i + 1]):
+                    sample[extensions[ext[m]]] = read(shard, offset[m], offset[m] + size[m], i)
+            except Exception as exc:
+                if skip_unreadable is None or not skip_unreadable(exc):
+                    raise
+                continue
             yield sample
-
 
 
 def _unsort(values: np.ndarray, by_position: np.ndarray) -> np.ndarray:
