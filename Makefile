@@ -7,7 +7,7 @@ TORCH_PIN ?= torch==2.13.0
 LITDATA_PIN ?= litdata==0.2.76
 DEMO   ?= build/demo
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-deps bench-detail install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,17 @@ test: $(VENV)/.installed
 
 # LitData requires torch/torchvision (CUDA builds from the registry), so it
 # goes in with --no-deps; the bench extra holds what else it imports.
-bench: $(VENV)/.installed
+bench-deps: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) -m pip install -q --no-deps "$(LITDATA_PIN)"
+
+# Everything side by side in one run; results also in build/bench.{md,json}.
+bench: bench-deps
+	mkdir -p build
+	$(PY) scripts/bench.py --markdown build/bench.md --json build/bench.json
+
+# The per-topic benchmarks (more rounds, LitData, more options).
+bench-detail: bench-deps
 	$(PY) scripts/bench_pack.py
 	$(PY) scripts/bench_indexed.py
 	$(PY) scripts/bench_streaming.py
