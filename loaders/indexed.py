@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from .decode import DecodeSpec, Decoder
 from .errors import ShardError
-from .shardfiles import ShardFiles
+from .shardfiles import ShardFiles, pread_exact
 from .source import SampleIndex, Source, open_index
 
 
@@ -177,27 +177,32 @@ class IndexedTarDataset(Dataset):
         if hi - lo == 1:
             data = os.pread(fd, size[lo], offset[lo])
             if len(data) != size[lo]:
-                self._short_read(shard, i, offset[lo], offset[lo] + size[lo], len(data))
+                data = self._rest_of_read(shard, i, offset[lo], offset[lo] + size[lo], data)
             sample[extensions[ext[lo]]] = data
             return sample
         if offset[hi - 1] + size[hi - 1] - offset[lo] >= _SEPARATE_READ:
             for m in range(lo, hi):
                 data = os.pread(fd, size[m], offset[m])
                 if len(data) != size[m]:
-                    self._short_read(shard, i, offset[m], offset[m] + size[m], len(data))
+                    data = self._rest_of_read(shard, i, offset[m], offset[m] + size[m], data)
                 sample[extensions[ext[m]]] = data
             return sample
         start = offset[lo]
         end = offset[hi - 1] + size[hi - 1]
         data = os.pread(fd, end - start, start)
         if len(data) != end - start:
-            self._short_read(shard, i, start, end, len(data))
+            data = self._rest_of_read(shard, i, start, end, data)
         for m in range(lo, hi):
             rel = offset[m] - start
             sample[extensions[ext[m]]] = data[rel : rel + size[m]]
         return sample
 
-    def _short_read(self, shard: int, i: int, start: int, end: int, got: int) -> None:
+    def _rest_of_read(self, shard: int, i: int, start: int, end: int, got: bytes) -> bytes:
+        """A short read is the end of the shard, or a read over the ~2 GiB
+        that one ``pread`` returns: read the rest, or name the shard."""
+        data = pread_exact(self._files.fd(shard, i), end - start, start) if got else got
+        if len(data) == end - start:
+            return data
         raise ShardError(
-            f"{self._paths[shard]}: shard ends before sample {i} (wanted bytes {start}..{end}, got {got} bytes)"
+            f"{self._paths[shard]}: shard ends before sample {i} (wanted bytes {start}..{end}, got {len(data)} bytes)"
         )

@@ -29,6 +29,12 @@ MERGE_GAP = 64 * 1024
 SEPARATE_READ = 16 * 1024
 
 _SEPARATE = -1  # run number of a sample read member by member
+_UNREAD: Any = object()  # buffer of a run not read because reading stopped before it
+
+
+class StopReading(Exception):
+    """Raised by a ``skip_unreadable`` callback to end reading at the error:
+    the samples before it (in the order asked for) are still yielded."""
 
 
 class RangeReader:
@@ -45,13 +51,25 @@ class RangeReader:
         self._keys = memoryview(np.ascontiguousarray(index.keys))
         self._extensions: List[str] = list(index.extensions)
         self._paths: List[str] = list(index.shard_paths)
+        self._bad_shards: set = set()  # unusable shards the caller chose to skip
+
+    def _skip(self, exc: BaseException, skip_unreadable: Optional[Callable[[BaseException], bool]]) -> bool:
+        """Whether to leave out what failed; a shard that cannot be used at
+        all is then skipped without asking again."""
+        if skip_unreadable is None or not skip_unreadable(exc):
+            return False
+        if getattr(exc, "whole_shard", False):
+            self._bad_shards.add(exc.shard)
+        return True
 
     def read(self, samples: np.ndarray, skip_unreadable: Optional[Callable[[BaseException], bool]] = None) -> Iterator[Dict[str, Any]]:
         """The samples numbered ``samples``, in that order, as
         ``{"__key__", "__url__", "__index__", "<ext>": bytes}`` dicts.
 
         A read that fails raises, unless ``skip_unreadable(exc)`` returns
-        True: then only the samples of that read are left out.
+        True: then only the samples of that read are left out (and the rest
+        of a shard that cannot be opened).  If it raises StopReading, the
+        samples asked for before the failed one are yielded, then it stops.
         """
         if len(samples) == 0:
             return
@@ -75,11 +93,20 @@ class RangeReader:
         for shard, start, end, sample in zip(
             s_shards[run_first].tolist(), s_starts[run_first].tolist(), run_end.tolist(), ordered[small][run_first].tolist()
         ):
+            if shard in self._bad_shards:
+                buffers.append(None)
+                continue
             try:
                 buffers.append(self.files.read(shard, start, end, sample))
+            except StopReading:
+                raise
             except Exception as exc:
-                if skip_unreadable is None or not skip_unreadable(exc):
-                    raise
+                try:
+                    if not self._skip(exc, skip_unreadable):
+                        raise
+                except StopReading:
+                    buffers.extend([_UNREAD] * (len(run_first) - len(buffers)))
+                    break
                 buffers.append(None)
         run_of = np.full(len(ordered), _SEPARATE, dtype=np.int64)
         base = np.zeros(len(ordered), dtype=np.int64)
@@ -100,11 +127,16 @@ class RangeReader:
         members, ext, offset, size = self._members, self._ext, self._offset, self._size
         key_offsets, keys, extensions, paths = self._key_offsets, self._keys, self._extensions, self._paths
         read = self.files.read
+        bad = self._bad_shards
         for i, run, base, shard in zip(samples, runs, bases, shards):
             if run != _SEPARATE:
                 buffer = buffers[run]
                 if buffer is None:
                     continue
+                if buffer is _UNREAD:
+                    raise StopReading()
+            elif shard in bad:
+                continue
             sample: Dict[str, Any] = {
                 "__key__": str(keys[key_offsets[i] : key_offsets[i + 1]], "utf-8", "surrogateescape"),
                 "__url__": paths[shard],
@@ -120,7 +152,7 @@ class RangeReader:
                 for m in range(members[i], members[i + 1]):
                     sample[extensions[ext[m]]] = read(shard, offset[m], offset[m] + size[m], i)
             except Exception as exc:
-                if skip_unreadable is None or not skip_unreadable(exc):
+                if not self._skip(exc, skip_unreadable):
                     raise
                 continue
             yield sample

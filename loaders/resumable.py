@@ -53,6 +53,11 @@ class ResumableLoader(DataLoader):
                     "with DataLoader workers, batch inside the pipeline (dataset.batched(b), "
                     "ResumableLoader(..., batch_size=None)) so that batches cover whole slices of the order"
                 )
+            if batch is not None and self.batch_size is not None and self.num_workers > 1:
+                raise ValueError(
+                    "the pipeline batches already: use batch_size=None, so that each loader batch is one "
+                    "pipeline batch (several workers would otherwise mix their batches into one)"
+                )
             if self.persistent_workers:
                 raise ValueError(
                     "persistent workers keep their own copy of the dataset, so a new epoch or a loaded "
@@ -75,6 +80,8 @@ class ResumableLoader(DataLoader):
 
     def __iter__(self) -> Iterator[Any]:
         target = self._target
+        if isinstance(target, StreamingTarDataset):
+            target._source.topology.current()  # workers fork from here: give them today's rank
         running = self._running = {"epoch": target.epoch, "start": target.start, "consumed": 0}
         for batch in super().__iter__():
             running["consumed"] += self._per_batch

@@ -62,6 +62,7 @@ class ShardAwareSampler(Sampler[int]):
     ) -> None:
         from .streaming import CHUNKS_PER_WINDOW
 
+        self._given = (rank, world_size)
         self.rank, self.world_size = rank_and_world_size(rank, world_size)
         index = getattr(dataset, "index", None)
         if index is None:
@@ -86,6 +87,9 @@ class ShardAwareSampler(Sampler[int]):
         return int(self._shard_counts.sum())
 
     def deal(self) -> Deal:
+        # The sampler lives in the main process: look again, in case the
+        # process group was initialized after the sampler was made.
+        self.rank, self.world_size = rank_and_world_size(*self._given)
         return Deal(self.num_samples, self.world_size, self.batch_size, self.drop_last, self.start)
 
     def order(self, epoch: int) -> EpochOrder:
@@ -95,6 +99,7 @@ class ShardAwareSampler(Sampler[int]):
         """Use ``epoch``'s order, from its start, for the next iteration."""
         self.epoch = int(epoch)
         self.start = 0
+        self._progress = None
 
     def indices(self) -> np.ndarray:
         """This rank's indices for the next iteration, as one array."""
@@ -137,6 +142,7 @@ class ShardAwareSampler(Sampler[int]):
     def state_for(self, epoch: int, start: int, consumed: int) -> Dict[str, Any]:
         """The state after this rank consumed ``consumed`` indices of the
         iteration that began at ``(epoch, start)`` (all ranks in step)."""
+        self.deal()  # current rank and world size
         deal = Deal(self.num_samples, self.world_size, self.batch_size, self.drop_last, start)
         return make_state(self._order_params(), epoch, deal.position_after(consumed), self.num_samples, self.fingerprint())
 

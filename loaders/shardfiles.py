@@ -17,15 +17,43 @@ from typing import Dict, Sequence
 from .errors import ShardError
 
 
+def pread_exact(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes at ``offset``, or fewer only at the end of the file.
+
+    One ``pread`` returns at most about 2 GiB on Linux, so larger ranges
+    take several calls.
+    """
+    data = os.pread(fd, size, offset)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
 class ShardFiles:
-    """Read-only descriptors of ``paths``, whose sizes must equal ``sizes``."""
+    """Read-only descriptors of ``paths``, whose sizes must equal ``sizes``.
+
+    Only the size is checked when a shard is opened; a same-size rewrite is
+    found by ``python -m packer verify`` (SHA-256 of every shard).
+    """
 
     def __init__(self, paths: Sequence[str], sizes: Sequence[int]) -> None:
         self.paths = list(paths)
         self.sizes = list(sizes)
         self._fds: Dict[int, int] = {}
         self._owned: Dict[int, int] = {}  # descriptors this process opened
+        self._failed: Dict[int, ShardError] = {}  # shards that could not be opened, and why
         self._pid = os.getpid()
+
+    def __del__(self) -> None:
+        self.close()
 
     def fd(self, shard: int, sample: int) -> int:
         """Descriptor of shard ``shard``; ``sample`` names what needed it."""
@@ -35,6 +63,18 @@ class ShardFiles:
         return fd
 
     def _open(self, shard: int, sample: int) -> int:
+        failed = self._failed.get(shard)
+        if failed is not None:
+            raise failed
+        try:
+            return self._try_open(shard, sample)
+        except ShardError as exc:
+            exc.shard = shard
+            exc.whole_shard = True
+            self._failed[shard] = exc
+            raise
+
+    def _try_open(self, shard: int, sample: int) -> int:
         path = self.paths[shard]
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -56,7 +96,7 @@ class ShardFiles:
 
     def read(self, shard: int, start: int, end: int, sample: int) -> bytes:
         """Bytes ``start .. end-1`` of a shard; a short read is a ShardError."""
-        data = os.pread(self.fd(shard, sample), end - start, start)
+        data = pread_exact(self.fd(shard, sample), end - start, start)
         if len(data) != end - start:
             raise ShardError(
                 f"{self.paths[shard]}: shard ends before sample {sample} "
@@ -74,3 +114,4 @@ class ShardFiles:
                     pass
         self._owned.clear()
         self._fds.clear()
+        self._failed.clear()

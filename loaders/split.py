@@ -17,7 +17,7 @@ resuming is starting the deal at that position (``start``), with any shape.
 Equal counts: after the full global batches, the ``tail`` positions that are
 left are shared equally by the ranks, each taking ``ceil(tail / world)``
 (pad, the default: positions past the end wrap around to the start of the
-epoch, so up to ``world_size - 1`` samples are seen twice and none missed)
+epoch, so fewer than ``world_size`` extra samples are read and none is missed)
 or ``floor(tail / world)`` (``drop_last``: up to ``world_size - 1`` are not
 seen, none twice).  Every rank therefore yields the same number of samples
 and batches, so no DDP rank waits for a batch another rank never makes, and
@@ -85,13 +85,14 @@ class Deal:
 
     def position_after(self, consumed: int) -> int:
         """The first position not yet consumed once every rank has consumed
-        ``consumed`` samples of its share (``end`` when the shares are done).
+        ``consumed`` samples of its share.
 
         Only whole batches map to a prefix of the epoch; ``consumed`` must be
-        a multiple of the batch size (or the whole share).
+        a multiple of the batch size (or the whole share, which gives at least
+        ``num_samples``: the epoch is done, whatever was padded or dropped).
         """
         if consumed >= self.rank_share:
-            return self.end
+            return max(self.end, self.num_samples)
         steps, partial = divmod(consumed, self.unit)
         if consumed < 0 or partial:
             raise ValueError(f"{consumed} samples per rank is not a whole number of batches of {self.unit}")

@@ -35,7 +35,7 @@ def index_fingerprint(index: SampleIndex) -> str:
     counts = np.bincount(index.sample_shard, minlength=len(index.shard_paths)).astype(np.int64)
     digest.update(counts.tobytes())
     digest.update(np.asarray(index.shard_bytes, dtype=np.int64).tobytes())
-    digest.update("\0".join(index.extensions).encode("utf-8", "surrogateescape"))
+    digest.update("\0".join(sorted(index.extensions)).encode("utf-8", "surrogateescape"))
     firsts = np.cumsum(counts) - counts
     for first, count in zip(firsts.tolist(), counts.tolist()):
         if count:
@@ -46,7 +46,7 @@ def index_fingerprint(index: SampleIndex) -> str:
 
 def make_state(order: Mapping[str, Any], epoch: int, position: int, num_samples: int, fingerprint: str) -> Dict[str, Any]:
     """The state to save; ``order`` holds the parameters that shape the order."""
-    if position >= num_samples:  # the epoch is complete: resume at the next one
+    if num_samples > 0 and position >= num_samples:  # the epoch is complete: resume at the next one
         epoch, position = epoch + 1, 0
     return {
         "format": STATE_FORMAT,
@@ -76,7 +76,9 @@ def read_state(state: Mapping[str, Any], order: Mapping[str, Any], num_samples: 
         changed = sorted(k for k in set(saved) | set(order) if saved.get(k) != order.get(k))
         details = ", ".join(f"{k}: saved {saved.get(k)!r}, now {order.get(k)!r}" for k in changed)
         raise IncompatibleStateError(f"the loader state was saved with a different order ({details})")
-    epoch, position = int(state["epoch"]), int(state["position"])
+    epoch, position = state.get("epoch"), state.get("position")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (epoch, position)):
+        raise IncompatibleStateError(f"loader state epoch {epoch!r} / position {position!r} are not integers")
     if epoch < 0 or not 0 <= position <= num_samples:
         raise IncompatibleStateError(f"loader state epoch {epoch} / position {position} out of range")
     return epoch, position

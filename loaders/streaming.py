@@ -36,7 +36,7 @@ from webdataset.compat import FluidInterface
 from .decode import DecodeSpec, Decoder
 from .dist import rank_and_world_size, worker_id_and_count
 from .order import EpochOrder
-from .rangeread import RangeReader
+from .rangeread import RangeReader, StopReading
 from .shardfiles import ShardFiles
 from .source import SampleIndex, Source, expand_source, open_index
 from .split import Deal
@@ -75,10 +75,6 @@ class _Topology:
         if _worker_info() is None:
             self.resolved = rank_and_world_size(*self.given)
         return self.resolved
-
-
-class _StopEpoch(Exception):
-    """The handler asked to end this worker's epoch."""
 
 
 class _IndexedSource:
@@ -157,14 +153,14 @@ class _IndexedSource:
                 positions = deal.worker_positions(n, deal.end, rank, worker, workers)
                 if len(positions):
                     yield from reader.read(order.at(positions % n), self._skip)
-        except _StopEpoch:
+        except StopReading:
             return
 
     def _skip(self, exc: BaseException) -> bool:
         """The user's handler decides: skip (True), end the epoch, or raise."""
         if self.handler(exc):
             return True
-        raise _StopEpoch() from exc
+        raise StopReading() from exc
 
     def close(self) -> None:
         files = self.__dict__.get("_files")
@@ -229,8 +225,8 @@ class StreamingTarDataset(wds.DataPipeline, FluidInterface):
         As for :class:`loaders.IndexedTarDataset` (shared decoders).
     drop_last:
         ``False`` (default) pads: every sample is seen and up to
-        ``world_size - 1`` are seen twice.  ``True`` drops up to
-        ``world_size - 1`` samples instead.
+        ``world_size - 1`` extra samples (the epoch's first) are read.
+        ``True`` drops up to ``world_size - 1`` samples instead.
     rank, world_size:
         Default: torch.distributed, else ``RANK``/``WORLD_SIZE``, else 0, 1.
     handler:
@@ -313,6 +309,7 @@ class StreamingTarDataset(wds.DataPipeline, FluidInterface):
         """
         self._source.epoch = int(epoch)
         self._source.start = 0
+        self._progress = None
         self._source.topology.current()
 
     def __iter__(self) -> Iterator[Any]:
@@ -421,8 +418,8 @@ class StreamingTarDataset(wds.DataPipeline, FluidInterface):
 
     def unbatched(self) -> "StreamingTarDataset":
         result = super().unbatched()
-        if result._batch is not None:
-            result._batch = None
+        result._batch = None
+        result._source.unit = 1
         return result
 
     def close(self) -> None:

@@ -353,3 +353,97 @@ def test_resumable_loader_refuses_setups_it_cannot_count(built):
         ResumableLoader(StreamingTarDataset(built), batch_size=4, num_workers=2)
     with pytest.raises(TypeError, match="ResumableLoader needs"):
         ResumableLoader(IndexedTarDataset(built), batch_size=4)
+
+
+def test_unbatched_pipeline_deals_single_samples_again(built):
+    stream = StreamingTarDataset(built, shuffle=False).batched(4).unbatched()
+    iterator = iter(stream)
+    assert [next(iterator)["__index__"] for _ in range(3)] == [0, 1, 2]
+    assert stream.state_dict()["position"] == 3 and len(stream) == 3000
+
+
+def test_set_epoch_after_a_broken_off_epoch_starts_clean(built):
+    from loaders import ShardAwareSampler
+
+    stream = StreamingTarDataset(built).batched(10)
+    iterator = iter(stream)
+    next(iterator)
+    stream.set_epoch(5)
+    assert (stream.state_dict()["epoch"], stream.state_dict()["position"]) == (5, 0)
+    sampler = ShardAwareSampler(IndexedTarDataset(built), rank=0, world_size=1)
+    next(iter(sampler))
+    sampler.set_epoch(5)
+    assert (sampler.state_dict()["epoch"], sampler.state_dict()["position"]) == (5, 0)
+
+
+def test_state_after_a_whole_share_with_drop_last_is_the_next_epoch(built):
+    stream = StreamingTarDataset(built, rank=0, world_size=7, drop_last=True).listed(64)
+    assert sum(len(b) for b in iter(stream)) == 3000 // 7
+    stream.set_epoch(0)
+    iterator = iter(stream)
+    for _ in range(len(stream)):
+        next(iterator)
+    state = stream.state_dict()
+    assert (state["epoch"], state["position"]) == (1, 0)
+
+
+def test_malformed_states_are_refused_cleanly(built):
+    from loaders import IncompatibleStateError
+
+    good = StreamingTarDataset(built).state_dict()
+    for bad in ({**good, "position": "3"}, {**good, "epoch": None}, {k: v for k, v in good.items() if k != "position"},
+                {**good, "position": 3001}, {**good, "version": 99}):
+        with pytest.raises(IncompatibleStateError):
+            StreamingTarDataset(built).load_state_dict(bad)
+
+
+def test_a_missing_shard_is_reported_once_and_stop_keeps_what_came_before(built, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy)
+    sorted(copy.glob("*.tar"))[1].unlink()
+    calls = []
+
+    def skip(exc):
+        calls.append(exc)
+        return True
+
+    got = indices(StreamingTarDataset(copy, shuffle=False, handler=skip))
+    assert len(calls) == 1 and "shard missing" in str(calls[0])
+    counts = np.bincount(IndexedTarDataset(built).index.sample_shard)
+    assert len(got) == 3000 - counts[1]
+    stopped = indices(StreamingTarDataset(copy, shuffle=False, handler=lambda exc: False))
+    assert stopped == list(range(counts[0]))  # everything before the missing shard, then stop
+
+
+def test_reads_longer_than_one_pread_returns_are_completed(built, monkeypatch):
+    import os as os_module
+
+    from loaders import shardfiles
+
+    real = os_module.pread
+    monkeypatch.setattr(shardfiles.os, "pread", lambda fd, n, off: real(fd, min(n, 1000), off))
+    reference = IndexedTarDataset(built)
+    samples = list(StreamingTarDataset(built, shuffle=False))
+    assert len(samples) == 3000 and all(s == reference[s["__index__"]] for s in samples[::50])
+
+
+def test_datasets_close_their_descriptors_when_collected(built):
+    import gc
+    import os as os_module
+
+    before = len(os_module.listdir("/proc/self/fd"))
+    for _ in range(3):
+        stream = StreamingTarDataset(built)
+        list(stream)
+        del stream
+        gc.collect()
+    assert len(os_module.listdir("/proc/self/fd")) <= before
+
+
+def test_resumable_loader_refuses_double_batching(built):
+    from loaders import ResumableLoader
+
+    with pytest.raises(ValueError, match="batch_size=None"):
+        ResumableLoader(StreamingTarDataset(built).batched(4), batch_size=2, num_workers=2)
