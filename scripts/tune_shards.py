@@ -16,7 +16,9 @@ What it does
    ``--sample-size``; the rules are in ``packer/tuning.py`` and every step
    is printed as a reason.
 2. **Measured mode** (``--measure``): packs a random subset of SRC
-   (``--subset`` samples, hard-linked into a temporary tree) at several
+   (``--subset`` samples, hard-linked into a temporary tree; with a
+   synthetic profile, ``--subset`` samples of ``--members`` random files of
+   ``--sample-size`` bytes, +- ``--spread``, are made instead) at several
    shard counts around the recommendation scaled to the subset, and for
    each count measures, on this machine, for both loaders (streaming:
    ``StreamingTarDataset`` batched in its pipeline; indexed:
@@ -28,9 +30,10 @@ What it does
    same count by construction; the table also shows what a shard-level
    splitter (plain webdataset with ``split_by_node``/``split_by_worker``)
    would give: largest/smallest rank share and readers left without a shard.
-3. Prints a table (always) and, when matplotlib is installed (the optional
-   ``plot`` extra), writes a PNG plot of samples/s against shard count, one
-   line per loader and worker count (``--plot``).
+3. Prints the table and writes it as Markdown (``--table``, default
+   ``tune_shards.md``) and, when matplotlib is installed (the optional
+   ``plot`` extra), a PNG plot of samples/s against shard count, one line per
+   loader and worker count (``--plot``, default ``tune_shards.png``).
 
 How to read the output
 ----------------------
@@ -98,6 +101,19 @@ def print_recommendation(profile: Profile, cluster: Cluster, storage: str):
 
 
 # ------------------------------------------------------------------ measuring
+
+
+def make_synthetic_tree(root: Path, samples: int, args: argparse.Namespace) -> None:
+    """``samples`` samples of ``--members`` random files of about ``--sample-size`` bytes."""
+    rng = np.random.default_rng(args.seed)
+    mean = parse_size(args.sample_size)
+    members = max(1, round(args.members))
+    for i in range(samples):
+        folder = root / f"{i // 1000:05d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for m in range(members):
+            size = max(0, int(mean * rng.uniform(1 - args.spread, 1 + args.spread)))
+            (folder / f"{i:08d}.part{m}").write_bytes(rng.bytes(size))
 
 
 def link_subset(src: Path, table: Any, count: int, seed: int, dst: Path) -> int:
@@ -221,7 +237,10 @@ def run_measured(src: Path, table: Any, profile: Profile, cluster: Cluster, args
                     print(f"  {count:5d} shards ({shard_mb:8.2f} MB) {loader:9s} {workers} workers: "
                           f"{measured['samples_per_s']:10,.0f} samples/s, first batch {measured['first_batch_s']:.3f} s", flush=True)
             shutil.rmtree(dst)
-        print_table(results, cluster)
+        text = table_text(results, cluster)
+        print("\n" + text)
+        args.table.write_text(text + "\n")
+        print(f"table: {args.table}")
         best = choose(results)
         if best is not None:
             full_count = max(1, round(profile.tar_bytes / (best["shard_mb"] * MB)))
@@ -232,9 +251,8 @@ def run_measured(src: Path, table: Any, profile: Profile, cluster: Cluster, args
             if best["shard_mb"] < low:
                 print(f"  (the subset's shards are under the {low:.0f} MB floor for {args.storage} storage; "
                       "prefer the recommendation above for the whole dataset)")
-        if args.plot:
-            problem = plot(results, args.plot)
-            print(problem or f"plot: {args.plot}")
+        problem = plot(results, args.plot)
+        print(problem or f"plot: {args.plot}")
         if args.json:
             args.json.write_text(json.dumps({"profile": asdict(profile), "cluster": asdict(cluster), "results": results},
                                             indent=1, default=str))
@@ -244,14 +262,15 @@ def run_measured(src: Path, table: Any, profile: Profile, cluster: Cluster, args
         shutil.rmtree(work, ignore_errors=True)
 
 
-def print_table(results: List[Dict[str, Any]], cluster: Cluster) -> None:
-    print("\n| shards | shard MB | loader | workers | rank 0 samples/s | first batch s | ranks equal (ours) "
-          f"| shard-level splitter: max/min rank | idle readers of {cluster.readers} |")
-    print("|---:|---:|---|---:|---:|---:|---|---:|---:|")
+def table_text(results: List[Dict[str, Any]], cluster: Cluster) -> str:
+    lines = ["| shards | shard MB | loader | workers | rank 0 samples/s | first batch s | ranks equal (ours) "
+             f"| shard-level splitter: max/min rank | idle readers of {cluster.readers} |",
+             "|---:|---:|---|---:|---:|---:|---|---:|---:|"]
     for r in results:
         ratio = "inf" if r["rank_max_over_min"] == float("inf") else f"{r['rank_max_over_min']:.2f}"
-        print(f"| {r['shards']} | {r['shard_mb']:.2f} | {r['loader']} | {r['workers']} | {r['samples_per_s']:,.0f} | "
-              f"{r['first_batch_s']:.3f} | yes | {ratio} | {r['idle_readers']} |")
+        lines.append(f"| {r['shards']} | {r['shard_mb']:.2f} | {r['loader']} | {r['workers']} | {r['samples_per_s']:,.0f} | "
+                     f"{r['first_batch_s']:.3f} | yes | {ratio} | {r['idle_readers']} |")
+    return "\n".join(lines)
 
 
 def choose(results: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
@@ -271,20 +290,25 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, help="synthetic profile: number of samples")
     parser.add_argument("--sample-size", help="synthetic profile: mean bytes per member, e.g. 40kB")
     parser.add_argument("--members", type=float, default=1.0, help="synthetic profile: files per sample")
-    parser.add_argument("--nodes", type=int, default=1)
-    parser.add_argument("--gpus-per-node", type=int, default=1)
+    parser.add_argument("--spread", type=float, default=0.5,
+                        help="synthetic profile: member sizes are uniform in size x (1 +- spread)")
+    parser.add_argument("--nodes", type=int, default=1, help="nodes in the cluster")
+    parser.add_argument("--gpus-per-node", type=int, default=1, help="GPUs (ranks) per node")
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers per GPU in the cluster")
-    parser.add_argument("--storage", choices=sorted(STORAGE_RANGES), default="local")
+    parser.add_argument("--storage", choices=sorted(STORAGE_RANGES), default="local",
+                        help="where the shards will live: sets the shard size range")
     parser.add_argument("--measure", action="store_true", help="pack a subset at several shard counts and measure")
     parser.add_argument("--subset", type=int, default=20000, help="samples packed in measured mode")
     parser.add_argument("--counts", help="shard counts to measure, comma-separated (default: around the readers)")
     parser.add_argument("--measure-workers", default="0,2", help="DataLoader workers to measure with on this machine")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="per-rank batch size in measured mode")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="shortest throughput timing")
     parser.add_argument("--seed", type=int, default=0, help="subset choice")
-    parser.add_argument("--scan-workers", type=int, default=2)
+    parser.add_argument("--scan-workers", type=int, default=2, help="processes scanning SRC")
     parser.add_argument("--workdir", type=Path, default=None, help="where the temporary shards go (default: $TMPDIR)")
-    parser.add_argument("--plot", type=Path, default=None, help="PNG to write (needs matplotlib)")
+    parser.add_argument("--plot", type=Path, default=Path("tune_shards.png"),
+                        help="measured mode: PNG plot to write (needs matplotlib, the 'plot' extra)")
+    parser.add_argument("--table", type=Path, default=Path("tune_shards.md"), help="measured mode: Markdown table to write")
     parser.add_argument("--json", type=Path, default=None, help="save the measurements as JSON")
     args = parser.parse_args(argv)
     for name in ("nodes", "gpus_per_node", "subset", "batch_size"):
@@ -296,8 +320,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         args.measure_workers = [int(w) for w in args.measure_workers.split(",")]
     except ValueError:
         parser.error("--measure-workers must be comma-separated integers")
-    if args.measure and args.src is None:
-        parser.error("--measure needs SRC (a source tree)")
+    if args.measure and args.src is None and (args.samples is None or args.sample_size is None):
+        parser.error("--measure needs SRC (a source tree) or a synthetic profile (--samples, --sample-size)")
     return args
 
 
@@ -311,6 +335,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print_recommendation(profile, cluster, args.storage)
     if not args.measure:
         return 0
+    if args.src is None:  # a synthetic profile: make a source tree that fits it
+        with tempfile.TemporaryDirectory(prefix="tune-shards-src-", dir=args.workdir) as tmp:
+            src = Path(tmp) / "src"
+            make_synthetic_tree(src, min(args.subset, profile.samples), args)
+            from packer.scan import scan_tree
+
+            return run_measured(src, scan_tree(src).table, profile, cluster, args)
     if table is None:
         print("error: --measure needs a source tree (a packed dataset cannot be re-packed at other sizes)", file=sys.stderr)
         return 2
