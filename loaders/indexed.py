@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from .decode import DecodeSpec, Decoder
 from .errors import ShardError
-from .shardfiles import ShardFiles, pread_exact
+from .shardfiles import ShardFiles, pread_exact, verified_hashes
 from .source import SampleIndex, Source, open_index
 
 
@@ -51,6 +51,11 @@ class IndexedTarDataset(Dataset):
         Applied last to the (decoded) sample dict.
     cache_dir:
         Where tar indexes are cached when the tars' directory is read-only.
+    verify:
+        Hash every shard at its first use in each process and compare it
+        with the SHA-256 the packer recorded (packed datasets only): a
+        flipped byte becomes a ShardError instead of a wrong sample.  Costs
+        one full read of each shard per process.
 
     ``ds[i]`` returns ``{"__key__": key, "__url__": shard path,
     "__index__": i, "<ext>": value, ...}``.
@@ -62,11 +67,13 @@ class IndexedTarDataset(Dataset):
         decode: DecodeSpec = None,
         transform: Optional[Callable[[Dict[str, Any]], Any]] = None,
         cache_dir: Optional[os.PathLike | str] = None,
+        verify: bool = False,
     ) -> None:
         self.source = source
         self.decode = decode
         self.transform = transform
         self.cache_dir = cache_dir
+        self.verify = verify
         self._decoder = Decoder(decode)
         self._open()
 
@@ -92,11 +99,12 @@ class IndexedTarDataset(Dataset):
         self._keys = _view(index.keys)
         self._extensions: List[str] = list(index.extensions)
         self._paths: List[str] = list(index.shard_paths)
-        self._files = ShardFiles(self._paths, index.shard_bytes)
+        self._files = ShardFiles(self._paths, index.shard_bytes, verified_hashes(index, self.verify))
 
     def __getstate__(self) -> Dict[str, Any]:
         # Only the arguments travel: every process reopens the index itself.
-        return {"source": self.source, "decode": self.decode, "transform": self.transform, "cache_dir": self.cache_dir}
+        return {"source": self.source, "decode": self.decode, "transform": self.transform, "cache_dir": self.cache_dir,
+                "verify": self.verify}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__dict__.update(state)

@@ -11,8 +11,9 @@ they belong to the parent.
 
 from __future__ import annotations
 
+import hashlib
 import os
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 from .errors import ShardError
 
@@ -37,16 +38,31 @@ def pread_exact(fd: int, size: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
+def _sha256_fd(fd: int) -> str:
+    digest = hashlib.sha256()
+    offset = 0
+    while True:
+        chunk = os.pread(fd, 4 << 20, offset)
+        if not chunk:
+            return digest.hexdigest()
+        digest.update(chunk)
+        offset += len(chunk)
+
+
 class ShardFiles:
     """Read-only descriptors of ``paths``, whose sizes must equal ``sizes``.
 
-    Only the size is checked when a shard is opened; a same-size rewrite is
-    found by ``python -m packer verify`` (SHA-256 of every shard).
+    Only the size is checked when a shard is opened, unless ``sha256`` is
+    given (``verify=True`` in the loaders): then the whole shard is hashed
+    once per process at its first use and compared with the index, which
+    catches a flipped byte.  ``python -m packer verify`` does the same once,
+    for every shard.
     """
 
-    def __init__(self, paths: Sequence[str], sizes: Sequence[int]) -> None:
+    def __init__(self, paths: Sequence[str], sizes: Sequence[int], sha256: Optional[Sequence[Optional[str]]] = None) -> None:
         self.paths = list(paths)
         self.sizes = list(sizes)
+        self.sha256 = list(sha256) if sha256 is not None else None
         self._fds: Dict[int, int] = {}
         self._owned: Dict[int, int] = {}  # descriptors this process opened
         self._failed: Dict[int, ShardError] = {}  # shards that could not be opened, and why
@@ -89,6 +105,14 @@ class ShardFiles:
                 f"{path}: shard is {actual} bytes but its index says {self.sizes[shard]}: "
                 f"it changed since it was indexed (needed for sample {sample})"
             )
+        if self.sha256 is not None and self.sha256[shard]:
+            digest = _sha256_fd(fd)
+            if digest != self.sha256[shard]:
+                os.close(fd)
+                raise ShardError(
+                    f"{path}: SHA-256 {digest[:16]}... differs from the index's {self.sha256[shard][:16]}...: "
+                    f"the shard is corrupt or was changed (needed for sample {sample})"
+                )
         if self._pid != os.getpid():  # first descriptor of a forked child
             self._owned, self._pid = {}, os.getpid()
         self._fds[shard] = self._owned[shard] = fd
@@ -115,3 +139,16 @@ class ShardFiles:
         self._owned.clear()
         self._fds.clear()
         self._failed.clear()
+
+
+def verified_hashes(index, verify: bool) -> Optional[Sequence[Optional[str]]]:
+    """The shard hashes to check, for ``verify=True``; refuses tars without any."""
+    if not verify:
+        return None
+    hashes = getattr(index, "shard_sha256", None)
+    if not hashes or not all(hashes):
+        raise ValueError(
+            "verify=True needs a dataset made by 'python -m packer build': its index records every shard's "
+            "SHA-256 (tars written by other tools have none)"
+        )
+    return hashes

@@ -43,6 +43,7 @@ class SampleIndex:
     member_ext: np.ndarray
     member_offset: np.ndarray
     member_size: np.ndarray
+    shard_sha256: Optional[List[str]] = None  # recorded by the packer; None for tars indexed here
 
     @property
     def num_samples(self) -> int:
@@ -97,6 +98,7 @@ def _from_packed(index: PackedIndex) -> SampleIndex:
         member_ext=index.member_ext,
         member_offset=index.member_offset,
         member_size=index.member_size,
+        shard_sha256=[s.get("sha256") for s in index.shards],
     )
 
 

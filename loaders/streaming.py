@@ -37,7 +37,7 @@ from .decode import DecodeSpec, Decoder
 from .dist import rank_and_world_size, worker_id_and_count
 from .order import EpochOrder
 from .rangeread import RangeReader, StopReading
-from .shardfiles import ShardFiles
+from .shardfiles import ShardFiles, verified_hashes
 from .source import SampleIndex, Source, expand_source, open_index
 from .split import Deal
 from .state import index_fingerprint, make_state, read_state
@@ -81,7 +81,8 @@ class _IndexedSource:
     """First pipeline stage: this worker's samples of the current epoch."""
 
     def __init__(self, source: Source, shuffle: bool, seed: int, window: int, chunk: int,
-                 drop_last: bool, topology: _Topology, cache_dir: Optional[str], handler: Handler) -> None:
+                 drop_last: bool, topology: _Topology, cache_dir: Optional[str], handler: Handler,
+                 verify: bool = False) -> None:
         self.source = source
         self.shuffle = shuffle
         self.seed = seed
@@ -91,6 +92,7 @@ class _IndexedSource:
         self.topology = topology
         self.cache_dir = cache_dir
         self.handler = handler
+        self.verify = verify
         self.epoch = 0  # the epoch of the next iteration
         self.start = 0  # its first position (non-zero when resuming)
         self.unit = 1  # the per-rank batch size when the pipeline batches
@@ -101,7 +103,7 @@ class _IndexedSource:
         self._index: Optional[SampleIndex] = open_index(self.source, self.cache_dir)
         counts = np.bincount(self._index.sample_shard, minlength=len(self._index.shard_paths))
         self._shard_counts = counts.astype(np.int64)
-        self._files = ShardFiles(self._index.shard_paths, self._index.shard_bytes)
+        self._files = ShardFiles(self._index.shard_paths, self._index.shard_bytes, verified_hashes(self._index, self.verify))
         self._reader = RangeReader(self._index, self._files)
         self._order: Optional[EpochOrder] = None
 
@@ -236,6 +238,9 @@ class StreamingTarDataset(wds.DataPipeline, FluidInterface):
         worker, or raise.  Default: raise.
     cache_dir:
         Where tar indexes are cached when the tars' directory is read-only.
+    verify:
+        As for :class:`loaders.IndexedTarDataset`: check every shard's
+        SHA-256 at its first use in each process (packed datasets only).
 
     Samples are ``{"__key__", "__url__", "__index__", "<ext>": value}`` dicts
     (``__index__`` is the sample's number in the index).
@@ -256,6 +261,7 @@ class StreamingTarDataset(wds.DataPipeline, FluidInterface):
         world_size: Optional[int] = None,
         handler: Handler = filters.reraise_exception,
         cache_dir: Optional[os.PathLike | str] = None,
+        verify: bool = False,
     ) -> None:
         super().__init__()
         if shuffle_buffer < 1:
@@ -278,7 +284,7 @@ class StreamingTarDataset(wds.DataPipeline, FluidInterface):
         else:
             self._source = _IndexedSource(
                 urls if urls is not None else source, shuffle, seed, shuffle_buffer, chunk, drop_last, topology,
-                None if cache_dir is None else os.fspath(cache_dir), handler,
+                None if cache_dir is None else os.fspath(cache_dir), handler, verify,
             )
         self.append(self._source)
         decoder = Decoder(decode)

@@ -291,7 +291,10 @@ class _Walker:
             for ext, size, mtime_ns, name in members:
                 folded = ext.lower()
                 if folded in seen:
-                    self.fail(rel_dir + name, f"extension differs only in case from {seen[folded]} (readers lowercase extensions)")
+                    if folded == ext and label is not None and folded == "cls":
+                        self.fail(rel_dir + name, "a .cls file where --labels-from-dir adds the label as .cls")
+                    else:
+                        self.fail(rel_dir + name, f"extension differs only in case from {seen[folded]} (readers lowercase extensions)")
                     continue
                 seen[folded] = rel_dir + name
                 kept.append((ext, size, mtime_ns))
