@@ -119,8 +119,9 @@ if str(REPO) not in sys.path:
 
 from torch.utils.data import DataLoader, IterableDataset  # noqa: E402
 
-IMAGE_SAMPLES, IMAGE_CLASSES, IMAGE_SIDE = 8_000, 10, 208  # side 208: ~40 kB noise JPEGs
-BLOB_SAMPLES, BLOB_SIZE, BLOB_PER_DIR = 100_000, 1_000, 1_000
+# The same synthetic datasets as bench_indexed.py (8,000 ~40 kB JPEG+JSON; 100,000 x 1 kB).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_indexed import make_source  # noqa: E402
 DATASET_NAMES = ("jpeg40k", "bin1k")
 CAT, WDS, LIT, OURS, OURS_SHUFFLED = "cat", "webdataset", "litdata", "ours", "ours-shuffled"
 METHOD_NAMES = (CAT, WDS, LIT, OURS, OURS_SHUFFLED)
@@ -157,22 +158,6 @@ class Prepared:
 
     def chunk_paths(self) -> List[Path]:
         return sorted(self.optimized.glob("*.bin"))
-
-
-def make_source(name: str, src: Path, scale: float) -> Tuple[int, str]:
-    """Write dataset ``name``'s source tree; (samples, description)."""
-    from packer.examples import make_blob_tree, make_image_tree
-
-    if name == "jpeg40k":
-        per_class = max(1, round(IMAGE_SAMPLES * scale / IMAGE_CLASSES))
-        n = make_image_tree(src, classes=IMAGE_CLASSES, per_class=per_class, side=IMAGE_SIDE, seed=0, awkward=False, distinct_images=64)
-        jpegs = list(src.rglob("*.jpg"))
-        mean = sum(p.stat().st_size for p in jpegs) / max(1, len(jpegs))
-        return n, f"{n:,} samples of a JPEG (mean {mean / 1000:.1f} kB) + small JSON"
-    if name == "bin1k":
-        n = make_blob_tree(src, count=max(1, round(BLOB_SAMPLES * scale)), size=BLOB_SIZE, per_dir=BLOB_PER_DIR, seed=0)
-        return n, f"{n:,} single-file samples of {BLOB_SIZE} bytes"
-    raise ValueError(f"unknown dataset {name!r}")
 
 
 def source_samples(src: Path) -> List[Tuple[str, List[str]]]:
