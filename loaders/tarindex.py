@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,8 @@ def build_tar_index(path: os.PathLike | str) -> TarIndex:
         ext_ids: Dict[str, int] = {}
         current_key: Optional[str] = None
         current_exts: set = set()
+        started: set = set()  # keys that began a sample
+        split: List[str] = []  # keys whose members are not next to each other
         for member in iter_members(lambda off, n: os.pread(fd, n, off), size):
             if not member.is_file:
                 continue
@@ -90,6 +93,9 @@ def build_tar_index(path: os.PathLike | str) -> TarIndex:
             if key != current_key:
                 if current_key is not None:
                     sample_members.append(len(member_size))
+                if key in started:
+                    split.append(key)
+                started.add(key)
                 keys += key.encode("utf-8", "surrogateescape")
                 key_offsets.append(len(keys))
                 sample_offset.append(member.header_offset)
@@ -105,6 +111,13 @@ def build_tar_index(path: os.PathLike | str) -> TarIndex:
             member_size.append(member.size)
         if current_key is not None:
             sample_members.append(len(member_size))
+        if split:
+            warnings.warn(
+                f"{path}: the members of {len(split)} key(s) are not next to each other (e.g. {split[0]!r}); "
+                "as in webdataset, each run of members with one key is read as a separate sample. Write "
+                "tars with each sample's files together (e.g. GNU tar --sort=name, or python -m packer build).",
+                stacklevel=3,
+            )
     except TarFormatError as exc:
         raise ShardError(f"{path}: {exc}") from None
     finally:

@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--key-rule", choices=("last-dot", "first-dot"), default="last-dot",
         help="where a file's extension starts: after the last dot of its name (x.v2.jpg -> sample x.v2, "
-        "extension jpg) or after the first (x.seg.png -> sample x, extension seg.png, for trees already "
+        "written x%%2Ev2, extension jpg) or after the first (x.seg.png -> sample x, extension seg.png, for trees already "
         "laid out WebDataset-style) (default: last-dot)",
     )
     build.add_argument(
@@ -111,8 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--overwrite", action="store_true", help="replace a previous build in DST (refuses to delete anything else)")
     build.add_argument(
         "--resume", action="store_true",
-        help="finish an interrupted build in DST from its saved plan: keeps every finished shard whose hash "
-        "still matches, writes the rest; refuses if SRC changed since (the plan's settings are used)",
+        help="finish an interrupted build: run the same command again with --resume (same SRC, DST and "
+        "options); keeps every finished shard whose hash still matches the saved plan, writes the rest; "
+        "refuses, saying what differs, if the options or SRC changed since",
     )
     build.add_argument("--prefix", default="shard", help="shard file name prefix: PREFIX-000000.tar (default: shard)")
     build.add_argument("--dali-index", action="store_true", help="also write an NVIDIA DALI index (v1.2) beside each shard: PREFIX-000000.idx")
@@ -222,7 +223,12 @@ def printable(text: str) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command in ("verify", "info") and not os.path.isdir(args.dst):
+            raise UsageError(f"{args.dst}: no such directory")
         return {"build": _run_build, "verify": _run_verify, "info": _run_info}[args.command](args)
+    except BrokenPipeError:  # e.g. `packer info --json | head`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except PackerError as exc:
         print(f"error: {printable(str(exc))}", file=sys.stderr)
         return exc.exit_code

@@ -244,9 +244,9 @@ def run_measured(src: Path, table: Any, profile: Profile, cluster: Cluster, args
         best = choose(results)
         if best is not None:
             full_count = max(1, round(profile.tar_bytes / (best["shard_mb"] * MB)))
-            print(f"\nbest on this machine: {best['shards']} shards of {best['shard_mb']:.1f} MB for the subset "
-                  f"({best['samples_per_s']:,.0f} samples/s streaming); the same shard size for the whole dataset: "
-                  f"--shard-size {max(1, int(best['shard_mb']))}MB (about {full_count} shards)")
+            print(f"\nbest on this machine: {best['shards']} shards of {best['shard_mb']:.3g} MB for the subset "
+                  f"({best['samples_per_s']:,.0f} samples/s streaming); shards of that size for the whole dataset: "
+                  f"--num-shards {full_count}")
             low = STORAGE_RANGES[args.storage][0] / MB
             if best["shard_mb"] < low:
                 print(f"  (the subset's shards are under the {low:.0f} MB floor for {args.storage} storage; "

@@ -240,3 +240,16 @@ def test_untrusted_members_are_never_unpickled(tmp_path):
     with pytest.raises(DecodeError, match=r"sample 'c': cannot decode member \.pt"):
         dataset[by_key["c"]]
     assert Image.MAX_IMAGE_PIXELS is not None  # the decompression-bomb limit stays on
+
+
+def test_foreign_tar_with_a_sample_split_apart_warns(tmp_path):
+    from loaders import IndexedTarDataset
+
+    with tarfile.open(tmp_path / "t.tar", "w") as tar:
+        for name in ("a/x.jpg", "a/y.jpg", "a/x.json"):  # a/x's members are not together
+            info = tarfile.TarInfo(name)
+            info.size = 1
+            tar.addfile(info, io.BytesIO(b"1"))
+    with pytest.warns(UserWarning, match=r"t\.tar: the members of 1 key\(s\) are not next to each other \(e\.g\. 'a/x'\)"):
+        dataset = IndexedTarDataset(tmp_path / "t.tar")
+    assert len(dataset) == 3  # read as webdataset reads it

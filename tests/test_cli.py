@@ -95,7 +95,8 @@ def test_bad_file_stops_with_exit_1_or_is_skipped_and_listed(tmp_path):
 
 def test_info_and_verify_on_a_directory_that_is_not_a_dataset(tmp_path):
     assert_one_line_error(run_cli("info", str(tmp_path)), 1, "no index.json")
-    assert_one_line_error(run_cli("verify", str(tmp_path / "missing")), 1, "no such dataset directory")
+    assert_one_line_error(run_cli("verify", str(tmp_path / "missing")), 2, "no such directory")
+    assert_one_line_error(run_cli("info", str(tmp_path / "missing")), 2, "no such directory")
 
 
 def test_build_summary_and_info(tmp_path):
