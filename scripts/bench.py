@@ -321,6 +321,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-", dir=args.workdir))
+    started = time.perf_counter()
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs; work dir {work}")
     try:
         datas = [prepare(name, work, args.scale, args.shard_size) for name in args.datasets]
@@ -351,6 +352,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                              "pack_mb_s": {d.name: d.pack_rates for d in datas},
                                              "read_samples_s": results}, indent=1))
+        print(f"\ntotal {time.perf_counter() - started:.0f} s")
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
