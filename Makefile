@@ -25,6 +25,7 @@ demo: $(VENV)/.installed
 	$(PY) -m packer info $(DEMO)/shards
 	$(PY) -m packer verify $(DEMO)/shards --quiet
 	$(PY) -c "from loaders import IndexedTarDataset; ds = IndexedTarDataset('$(DEMO)/shards', decode='default'); s = ds[0]; print(f'IndexedTarDataset: {len(ds)} samples; ds[0] = {s[\"__key__\"]}: jpg {s[\"jpg\"].size} image, json {s[\"json\"]}')"
+	$(PY) -c "from loaders import StreamingTarDataset; ds = StreamingTarDataset('$(DEMO)/shards', seed=0).batched(32, collation_fn=len); print(f'StreamingTarDataset: {len(ds)} batches of up to 32, {sum(ds)} samples in one shuffled epoch')"
 	@echo "first members of $(DEMO)/shards/shard-000000.tar:"
 	@tar -tvf $(DEMO)/shards/shard-000000.tar | head -n 6
 	@ls -l $(DEMO)/shards
