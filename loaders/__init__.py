@@ -4,7 +4,9 @@
 ``ShardAwareSampler`` orders it per epoch with shard locality and splits it
 evenly across distributed ranks.  ``StreamingTarDataset`` is a webdataset
 pipeline that streams the same shards with exact, equal shares per rank and
-worker and a new order every epoch.
+worker and a new order every epoch.  Both follow one global order per
+epoch (``docs/loading.md``) and resume mid-epoch from ``state_dict()``;
+``ResumableLoader`` is the DataLoader that keeps that state.
 """
 
 from .decode import DecodeError, Decoder
