@@ -41,6 +41,15 @@ _STREAM_CHUNKS = 0x43484B53  # "CHKS": distinct random streams per purpose
 _STREAM_WINDOW = 0x57494E44  # "WIND"
 
 
+#: Chunks per window by default: a window mixes about this many stretches of shards.
+CHUNKS_PER_WINDOW = 8
+
+
+def default_chunk_samples(window_samples: int) -> int:
+    """The chunk length both loaders use unless told: an eighth of a window."""
+    return max(1, window_samples // CHUNKS_PER_WINDOW)
+
+
 def _rng(seed: int, epoch: int, stream: int, item: int = 0) -> np.random.Generator:
     words = [int(seed) & 0xFFFFFFFF, (int(seed) >> 32) & 0xFFFFFFFF, int(epoch) & 0xFFFFFFFF, stream, int(item) & 0xFFFFFFFF, int(item) >> 32]
     return np.random.Generator(np.random.PCG64(words))

@@ -17,8 +17,8 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from .dist import rank_and_world_size
-from .order import EpochOrder
-from .split import Deal
+from .order import EpochOrder, default_chunk_samples
+from .split import Deal, dealt_samples
 from .state import index_fingerprint, make_state, read_state
 
 
@@ -60,8 +60,6 @@ class ShardAwareSampler(Sampler[int]):
         shuffle_buffer: int = 1024,
         chunk_samples: Optional[int] = None,
     ) -> None:
-        from .streaming import CHUNKS_PER_WINDOW
-
         self._given = (rank, world_size)
         self.rank, self.world_size = rank_and_world_size(rank, world_size)
         index = getattr(dataset, "index", None)
@@ -75,10 +73,10 @@ class ShardAwareSampler(Sampler[int]):
         self.drop_last = drop_last
         self.batch_size = int(batch_size)
         self.window = int(shuffle_buffer)
-        self.chunk = int(chunk_samples) if chunk_samples is not None else max(1, shuffle_buffer // CHUNKS_PER_WINDOW)
+        self.chunk = int(chunk_samples) if chunk_samples is not None else default_chunk_samples(shuffle_buffer)
         self.epoch = 0
         self.start = 0
-        self._shard_counts = np.bincount(index.sample_shard, minlength=len(index.shard_paths)).astype(np.int64)
+        self._shard_counts = index.shard_counts()
         self._progress: Optional[Dict[str, Any]] = None
         self._fingerprint: Optional[str] = None
 
@@ -107,15 +105,7 @@ class ShardAwareSampler(Sampler[int]):
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     def _index_blocks(self) -> Iterator[np.ndarray]:
-        n, deal, order = self.num_samples, self.deal(), self.order(self.epoch)
-        for first, stop in order.windows_between(deal.start, min(deal.end, n)):
-            positions = deal.worker_positions(first, stop, self.rank, 0, 1)
-            if len(positions):
-                yield order.at(positions)
-        if deal.end > n:
-            positions = deal.worker_positions(n, deal.end, self.rank, 0, 1)
-            if len(positions):
-                yield order.at(positions % n)
+        return dealt_samples(self.deal(), self.order(self.epoch), self.rank, 0, 1)
 
     def __iter__(self) -> Iterator[int]:
         progress = self._progress = {"epoch": self.epoch, "start": self.start, "yielded": 0, "done": False}

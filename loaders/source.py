@@ -49,6 +49,10 @@ class SampleIndex:
     def num_samples(self) -> int:
         return len(self.key_offsets) - 1
 
+    def shard_counts(self) -> np.ndarray:
+        """Samples in each shard (int64)."""
+        return np.bincount(self.sample_shard, minlength=len(self.shard_paths)).astype(np.int64)
+
     def key(self, i: int) -> str:
         return bytes(self.keys[int(self.key_offsets[i]) : int(self.key_offsets[i + 1])]).decode("utf-8", "surrogateescape")
 

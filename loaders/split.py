@@ -27,7 +27,7 @@ one shard on 8 ranks x 4 workers keeps all 32 busy.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import Iterator, List, Tuple
 
 import numpy as np
 
@@ -131,6 +131,21 @@ class Deal:
             a = self.start + self.full_steps * self.step + rank * self.tail_per_rank
             spans.append((a, a + self.tail_per_rank))
         return spans
+
+
+def dealt_samples(deal: Deal, order, rank: int, worker: int, num_workers: int) -> Iterator[np.ndarray]:
+    """The sample numbers ``worker`` of ``rank`` reads, in order, one array per
+    window of ``order`` (a :class:`loaders.order.EpochOrder`), then the
+    padding, whose positions past the end stand for the epoch's first ones."""
+    n = deal.num_samples
+    for first, stop in order.windows_between(deal.start, min(deal.end, n)):
+        positions = deal.worker_positions(first, stop, rank, worker, num_workers)
+        if len(positions):
+            yield order.at(positions)
+    if deal.end > n:
+        positions = deal.worker_positions(n, deal.end, rank, worker, num_workers)
+        if len(positions):
+            yield order.at(positions % n)
 
 
 def wrap(start: int, stop: int, num_samples: int) -> List[Tuple[int, int]]:

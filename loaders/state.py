@@ -32,7 +32,7 @@ def index_fingerprint(index: SampleIndex) -> str:
     """A short digest of what fixes positions -> samples: shard sizes, samples
     per shard, extensions, and the first and last keys of every shard."""
     digest = hashlib.sha256()
-    counts = np.bincount(index.sample_shard, minlength=len(index.shard_paths)).astype(np.int64)
+    counts = index.shard_counts()
     digest.update(counts.tobytes())
     digest.update(np.asarray(index.shard_bytes, dtype=np.int64).tobytes())
     digest.update("\0".join(sorted(index.extensions)).encode("utf-8", "surrogateescape"))

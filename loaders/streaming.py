@@ -28,24 +28,21 @@ import random
 import warnings
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
-import numpy as np
 import webdataset as wds
 from webdataset import filters
 from webdataset.compat import FluidInterface
 
 from .decode import DecodeSpec, Decoder
 from .dist import rank_and_world_size, worker_id_and_count
-from .order import EpochOrder
+from .order import EpochOrder, default_chunk_samples
 from .rangeread import RangeReader, StopReading
 from .shardfiles import ShardFiles, verified_hashes
 from .source import SampleIndex, Source, expand_source, open_index
-from .split import Deal
+from .split import Deal, dealt_samples
 from .state import index_fingerprint, make_state, read_state
 
 Handler = Callable[[BaseException], bool]
 
-#: Chunks per window: a window mixes about this many stretches of shards.
-CHUNKS_PER_WINDOW = 8
 
 
 def _worker_info():
@@ -101,8 +98,7 @@ class _IndexedSource:
 
     def _open(self) -> None:
         self._index: Optional[SampleIndex] = open_index(self.source, self.cache_dir)
-        counts = np.bincount(self._index.sample_shard, minlength=len(self._index.shard_paths))
-        self._shard_counts = counts.astype(np.int64)
+        self._shard_counts = self._index.shard_counts()
         self._files = ShardFiles(self._index.shard_paths, self._index.shard_bytes, verified_hashes(self._index, self.verify))
         self._reader = RangeReader(self._index, self._files)
         self._order: Optional[EpochOrder] = None
@@ -139,22 +135,14 @@ class _IndexedSource:
         return Deal(self.num_samples, world_size, self.unit, self.drop_last, self.start)
 
     def __call__(self) -> Iterator[Dict[str, Any]]:
-        index = self.index
+        self.index  # opened in this process
         rank, world_size = self.topology.current()
         worker, workers = worker_id_and_count()
-        n = index.num_samples
         deal = self.deal(world_size)
-        order = self.order(self.epoch)
         reader = self._reader
         try:
-            for first, stop in order.windows_between(deal.start, min(deal.end, n)):
-                positions = deal.worker_positions(first, stop, rank, worker, workers)
-                if len(positions):
-                    yield from reader.read(order.at(positions), self._skip)
-            if deal.end > n:  # padding: positions past the end stand for the first ones
-                positions = deal.worker_positions(n, deal.end, rank, worker, workers)
-                if len(positions):
-                    yield from reader.read(order.at(positions % n), self._skip)
+            for samples in dealt_samples(deal, self.order(self.epoch), rank, worker, workers):
+                yield from reader.read(samples, self._skip)
         except StopReading:
             return
 
@@ -216,7 +204,7 @@ class StreamingTarDataset(wds.DataPipeline, FluidInterface):
         Visit chunks of the shards in a new random order every epoch and mix
         the samples of each window.  ``False`` streams in stored order.
     shuffle_buffer:
-        Samples per window (about): each window gathers ``CHUNKS_PER_WINDOW``
+        Samples per window (about): each window gathers ``order.CHUNKS_PER_WINDOW``
         (8) chunks from across the shards, and its samples are yielded in a
         random order.  A worker holds one window's raw bytes at a time.
     chunk_samples:
@@ -266,7 +254,7 @@ class StreamingTarDataset(wds.DataPipeline, FluidInterface):
         super().__init__()
         if shuffle_buffer < 1:
             raise ValueError(f"shuffle_buffer must be at least 1, not {shuffle_buffer}")
-        chunk = chunk_samples if chunk_samples is not None else max(1, shuffle_buffer // CHUNKS_PER_WINDOW)
+        chunk = chunk_samples if chunk_samples is not None else default_chunk_samples(shuffle_buffer)
         if chunk < 1:
             raise ValueError(f"chunk_samples must be at least 1, not {chunk}")
         topology = _Topology(rank, world_size)

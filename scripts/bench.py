@@ -124,13 +124,6 @@ def evict(paths: Sequence[Path]) -> None:
             os.close(fd)
 
 
-def warm(paths: Sequence[Path]) -> None:
-    for path in paths:
-        with open(path, "rb", buffering=0) as f:
-            while f.read(8 << 20):
-                pass
-
-
 def prepare(name: str, work: Path, scale: float, shard_size: int) -> Data:
     import packer
 
@@ -149,7 +142,7 @@ def prepare(name: str, work: Path, scale: float, shard_size: int) -> Data:
         methods["ShardWriter"] = lambda out: bench_pack.pack_with_shardwriter(src, out, shard_size)
     for label, pack in methods.items():
         out = dst if label == "packer" else work / f"{name}-{label.replace(' ', '_')}"
-        warm(files)
+        bench_indexed.warm_cache(files)
         start = time.perf_counter()
         pack(out)
         rates[label] = payload / (time.perf_counter() - start) / 1e6
@@ -243,7 +236,7 @@ def time_cat(data: Data) -> float:
 def time_method(method: str, data: Data, workers: int, cache: str, work: Path) -> Optional[float]:
     """Samples (rows) per second of one pass; None when the method is unavailable."""
     reads = data.files if method == "per-file" else data.shards()
-    (evict if cache == "cold" else warm)(reads)
+    (evict if cache == "cold" else bench_indexed.warm_cache)(reads)
     if method == "cat":
         return data.samples / time_cat(data)
     try:
