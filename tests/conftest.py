@@ -53,7 +53,7 @@ def run_torchrun(script: Path, *args: str, nproc: int = 2, timeout: float = 240)
     except subprocess.TimeoutExpired:
         process.terminate()
         out, err = process.communicate(timeout=60)
-        pytest.fail(f"torchrun did not finish in {timeout} s (a rank hung):\n{err[-3000:]}")
+        pytest.fail(f"torchrun did not finish in {timeout} s (a rank hung):\n{err[-8000:]}")
     return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 

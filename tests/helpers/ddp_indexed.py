@@ -3,6 +3,7 @@ DataLoader, all-reduces once per batch (a hang here means unequal batch
 counts), and rank 0 writes what each rank read to --out as JSON."""
 
 import argparse
+import faulthandler
 import json
 
 import torch
@@ -23,6 +24,8 @@ def main() -> None:
     parser.add_argument("--drop-last", action="store_true")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    # If a rank hangs, its threads' stacks reach the test's failure message.
+    faulthandler.dump_traceback_later(210, exit=True)  # before the test gives up (240 s)
     dist.init_process_group("gloo")
     dataset = IndexedTarDataset(args.data, transform=sample_index)
     sampler = ShardAwareSampler(dataset, seed=3, drop_last=args.drop_last)

@@ -5,6 +5,7 @@ Rank 0 writes every global batch consumed (ranks' batches concatenated in
 rank order) and the saved state to --out as JSON."""
 
 import argparse
+import faulthandler
 import json
 
 import numpy as np
@@ -39,6 +40,8 @@ def main() -> None:
     parser.add_argument("--state", help="a JSON file with a state to resume from")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    # If a rank hangs, its threads' stacks reach the test's failure message.
+    faulthandler.dump_traceback_later(270, exit=True)  # before the test gives up (300 s)
     dist.init_process_group("gloo")
     loader = make_loader(args)
     if args.state:

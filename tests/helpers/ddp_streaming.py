@@ -4,6 +4,7 @@ hang here means unequal batch counts), and rank 0 writes what every rank
 read to --out as JSON."""
 
 import argparse
+import faulthandler
 import json
 
 import numpy as np
@@ -25,6 +26,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    # If a rank hangs, its threads' stacks reach the test's failure message.
+    faulthandler.dump_traceback_later(360, exit=True)  # before the test gives up (400 s)
     dist.init_process_group("gloo")
     runs = []
     for data in args.data:
