@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from .decode import DecodeSpec, Decoder
 from .errors import ShardError
+from .heap import keep_freed_heap
 from .shardfiles import ShardFiles, pread_exact, verified_hashes
 from .source import SampleIndex, Source, open_index
 
@@ -99,6 +100,7 @@ class IndexedTarDataset(Dataset):
         self._keys = _view(index.keys)
         self._extensions: List[str] = list(index.extensions)
         self._paths: List[str] = list(index.shard_paths)
+        keep_freed_heap()
         self._files = ShardFiles(self._paths, index.shard_bytes, verified_hashes(index, self.verify))
 
     def __getstate__(self) -> Dict[str, Any]:

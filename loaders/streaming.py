@@ -36,6 +36,7 @@ from .decode import DecodeSpec, Decoder
 from .dist import rank_and_world_size, worker_id_and_count
 from .order import EpochOrder, default_chunk_samples
 from .rangeread import RangeReader, StopReading
+from .heap import keep_freed_heap
 from .shardfiles import ShardFiles, verified_hashes
 from .source import SampleIndex, Source, expand_source, open_index
 from .split import Deal, dealt_samples
@@ -99,6 +100,7 @@ class _IndexedSource:
     def _open(self) -> None:
         self._index: Optional[SampleIndex] = open_index(self.source, self.cache_dir)
         self._shard_counts = self._index.shard_counts()
+        keep_freed_heap()
         self._files = ShardFiles(self._index.shard_paths, self._index.shard_bytes, verified_hashes(self._index, self.verify))
         self._reader = RangeReader(self._index, self._files)
         self._order: Optional[EpochOrder] = None
