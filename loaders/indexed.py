@@ -14,8 +14,9 @@ are opened lazily in each process; pickling carries only the arguments.
 
 from __future__ import annotations
 
+import mmap
 import os
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -33,6 +34,29 @@ _SEPARATE_READ = 16384  # samples spanning more than this read each member on it
 def _view(array: np.ndarray) -> memoryview:
     """A memoryview whose items are Python ints (works on memmaps too)."""
     return memoryview(np.ascontiguousarray(array))
+
+
+def _key_text(keys: np.ndarray) -> Tuple[Any, int]:
+    """(object whose slices give key bytes, offset of the first key in it).
+
+    For a memory-mapped key array this is an ``mmap`` of the same file, whose
+    slices are ``bytes``: about 250 ns a key cheaper than slicing a
+    ``memoryview``, and shared between processes just the same.  Otherwise
+    (arrays built in memory) a memoryview.
+    """
+    if isinstance(keys, np.memmap) and keys.filename and keys.nbytes:
+        try:
+            with open(keys.filename, "rb") as f:
+                text = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            pass
+        else:
+            base = keys.offset
+            head = min(64, keys.nbytes)
+            if len(text) - base == keys.nbytes and text[base : base + head] == keys[:head].tobytes():
+                return text, base
+            text.close()
+    return memoryview(np.ascontiguousarray(keys)), 0
 
 
 class IndexedTarDataset(Dataset):
@@ -97,11 +121,12 @@ class IndexedTarDataset(Dataset):
         self._offset = _view(index.member_offset)
         self._size = _view(index.member_size)
         self._key_offsets = _view(index.key_offsets)
-        self._keys = _view(index.keys)
+        self._keys, self._keys_base = _key_text(index.keys)
         self._extensions: List[str] = list(index.extensions)
         self._paths: List[str] = list(index.shard_paths)
         keep_freed_heap()
         self._files = ShardFiles(self._paths, index.shard_bytes, verified_hashes(index, self.verify))
+        self._fds = self._files.open_fds
 
     def __getstate__(self) -> Dict[str, Any]:
         # Only the arguments travel: every process reopens the index itself.
@@ -131,9 +156,16 @@ class IndexedTarDataset(Dataset):
         return self._length
 
     def __getitem__(self, i: int) -> Any:
-        if self._length is None:
+        n = self._length
+        if n is None:
             self._open()
-        sample = self.raw_sample(self._checked_index(i))
+            n = self._length
+        # _checked_index, inline for plain ints: this runs once per sample.
+        if type(i) is not int or not -n <= i < n:
+            i = self._checked_index(i)
+        elif i < 0:
+            i += n
+        sample = self.raw_sample(i)
         if self._decoder.active:
             sample = self._decoder(sample)
         return self.transform(sample) if self.transform is not None else sample
@@ -143,8 +175,8 @@ class IndexedTarDataset(Dataset):
         Python call per sample."""
         if self._length is None:
             self._open()
-        raw, check = self.raw_sample, self._checked_index
-        samples = [raw(check(i)) for i in indices]
+        raw, check, n = self.raw_sample, self._checked_index, self._length
+        samples = [raw(i if type(i) is int and 0 <= i < n else check(i)) for i in indices]
         if self._decoder.active:
             samples = [self._decoder(s) for s in samples]
         if self.transform is not None:
@@ -176,10 +208,12 @@ class IndexedTarDataset(Dataset):
         shard = self._shard_of[i]
         # Descriptors inherited by a forked worker stay valid: pread ignores
         # the shared file position, so no per-item fork check is needed.
-        fd = self._files.fd(shard, i)
-        key_offsets = self._key_offsets
+        fd = self._fds.get(shard)
+        if fd is None:
+            fd = self._files.fd(shard, i)
+        key_offsets, base = self._key_offsets, self._keys_base
         sample: Dict[str, Any] = {
-            "__key__": str(self._keys[key_offsets[i] : key_offsets[i + 1]], "utf-8", "surrogateescape"),
+            "__key__": str(self._keys[base + key_offsets[i] : base + key_offsets[i + 1]], "utf-8", "surrogateescape"),
             "__url__": self._paths[shard],
             "__index__": i,
         }

@@ -63,7 +63,7 @@ class ShardFiles:
         self.paths = list(paths)
         self.sizes = list(sizes)
         self.sha256 = list(sha256) if sha256 is not None else None
-        self._fds: Dict[int, int] = {}
+        self.open_fds: Dict[int, int] = {}  # shard -> descriptor; read-only outside, fd() fills it
         self._owned: Dict[int, int] = {}  # descriptors this process opened
         self._failed: Dict[int, ShardError] = {}  # shards that could not be opened, and why
         self._pid = os.getpid()
@@ -73,7 +73,7 @@ class ShardFiles:
 
     def fd(self, shard: int, sample: int) -> int:
         """Descriptor of shard ``shard``; ``sample`` names what needed it."""
-        fd = self._fds.get(shard)
+        fd = self.open_fds.get(shard)
         if fd is None:
             fd = self._open(shard, sample)
         return fd
@@ -115,7 +115,7 @@ class ShardFiles:
                 )
         if self._pid != os.getpid():  # first descriptor of a forked child
             self._owned, self._pid = {}, os.getpid()
-        self._fds[shard] = self._owned[shard] = fd
+        self.open_fds[shard] = self._owned[shard] = fd
         return fd
 
     def read(self, shard: int, start: int, end: int, sample: int) -> bytes:
@@ -137,7 +137,7 @@ class ShardFiles:
                 except OSError:
                     pass
         self._owned.clear()
-        self._fds.clear()
+        self.open_fds.clear()
         self._failed.clear()
 
 
