@@ -264,6 +264,55 @@ def test_batched_fetch_equals_single_items(built):
         dataset.__getitems__([0, 3000])
 
 
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Samples of one file and of several, awkward keys, several shards."""
+    from packer import BuildOptions, build
+
+    src = tmp_path_factory.mktemp("mixed-src")
+    for i in range(60):
+        d = src / ("ünï cøde" if i % 3 else "plain")
+        d.mkdir(exist_ok=True)
+        (d / f"s {i:03d}.bin").write_bytes(bytes([i]) * (i * 37 % 900 + 1))
+        if i % 4 == 0:
+            (d / f"s {i:03d}.json").write_bytes(json.dumps({"i": i}).encode())
+        if i % 10 == 0:
+            (d / f"s {i:03d}.big").write_bytes(os.urandom(20000))
+    dst = tmp_path_factory.mktemp("mixed") / "ds"
+    build(src, dst, BuildOptions(quiet=True, workers=1, num_shards=4))
+    return dst
+
+
+def test_batched_fetch_of_mixed_samples_equals_single_items(mixed):
+    dataset = IndexedTarDataset(mixed)
+    n = len(dataset)
+    assert n == 60
+    order = list(np.random.default_rng(0).permutation(n).tolist()) + [-1, -n, 7, 7]
+    assert dataset.__getitems__(order) == [dataset[i] for i in order]
+    assert [s["__index__"] for s in dataset.__getitems__(order)] == [i % n for i in order]
+    as_numpy = list(np.arange(20, dtype=np.int64))
+    assert dataset.__getitems__(as_numpy) == [dataset[i] for i in range(20)]
+
+
+@pytest.mark.parametrize("bad, error", [(60, IndexError), (-61, IndexError), (2**70, IndexError), ("3", TypeError), (1.5, TypeError)])
+def test_batched_fetch_raises_what_a_single_item_raises(mixed, bad, error):
+    dataset = IndexedTarDataset(mixed)
+    with pytest.raises(error):
+        dataset[bad]
+    with pytest.raises(error):
+        dataset.__getitems__(list(range(10)) + [bad])
+
+
+def test_batched_fetch_names_a_missing_shard(mixed, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(mixed, copy)
+    dataset = IndexedTarDataset(copy)
+    (copy / dataset.index.shard_paths[2].rsplit("/", 1)[-1]).unlink()
+    victim = int(np.flatnonzero(np.asarray(dataset.index.sample_shard) == 2)[0])
+    with pytest.raises(ShardError, match=rf"shard missing \(needed for sample {victim}\)"):
+        dataset.__getitems__(list(range(victim + 1)))
+
+
 def test_close_releases_the_descriptors_it_opened(built):
     dataset = IndexedTarDataset(built)
     for i in range(0, 3000, 97):
