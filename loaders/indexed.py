@@ -81,6 +81,14 @@ class IndexedTarDataset(Dataset):
         with the SHA-256 the packer recorded (packed datasets only): a
         flipped byte becomes a ShardError instead of a wrong sample.  Costs
         one full read of each shard per process.
+    read_ahead:
+        When this process first opens a shard, ask the kernel to read the
+        whole shard into the page cache in the background
+        (``posix_fadvise(WILLNEED)``).  On a cold local disk, the first
+        epoch of random access then costs about one sequential read per
+        shard instead of one random read per sample.  Worth it when the
+        dataset fits in the page cache; on a dataset much larger than
+        memory it evicts as much as it brings in.  Off by default.
 
     ``ds[i]`` returns ``{"__key__": key, "__url__": shard path,
     "__index__": i, "<ext>": value, ...}``.
@@ -93,12 +101,14 @@ class IndexedTarDataset(Dataset):
         transform: Optional[Callable[[Dict[str, Any]], Any]] = None,
         cache_dir: Optional[os.PathLike | str] = None,
         verify: bool = False,
+        read_ahead: bool = False,
     ) -> None:
         self.source = source
         self.decode = decode
         self.transform = transform
         self.cache_dir = cache_dir
         self.verify = verify
+        self.read_ahead = read_ahead
         self._decoder = Decoder(decode)
         self._open()
 
@@ -125,13 +135,13 @@ class IndexedTarDataset(Dataset):
         self._extensions: List[str] = list(index.extensions)
         self._paths: List[str] = list(index.shard_paths)
         keep_freed_heap()
-        self._files = ShardFiles(self._paths, index.shard_bytes, verified_hashes(index, self.verify))
+        self._files = ShardFiles(self._paths, index.shard_bytes, verified_hashes(index, self.verify), self.read_ahead)
         self._fds = self._files.open_fds
 
     def __getstate__(self) -> Dict[str, Any]:
         # Only the arguments travel: every process reopens the index itself.
         return {"source": self.source, "decode": self.decode, "transform": self.transform, "cache_dir": self.cache_dir,
-                "verify": self.verify}
+                "verify": self.verify, "read_ahead": self.read_ahead}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__dict__.update(state)

@@ -52,6 +52,9 @@ def _sha256_fd(fd: int) -> str:
 class ShardFiles:
     """Read-only descriptors of ``paths``, whose sizes must equal ``sizes``.
 
+    With ``read_ahead``, opening a shard also asks the kernel to read all
+    of it into the page cache (``posix_fadvise(WILLNEED)``).
+
     Only the size is checked when a shard is opened, unless ``sha256`` is
     given (``verify=True`` in the loaders): then the whole shard is hashed
     once per process at its first use and compared with the index, which
@@ -59,10 +62,17 @@ class ShardFiles:
     for every shard.
     """
 
-    def __init__(self, paths: Sequence[str], sizes: Sequence[int], sha256: Optional[Sequence[Optional[str]]] = None) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str],
+        sizes: Sequence[int],
+        sha256: Optional[Sequence[Optional[str]]] = None,
+        read_ahead: bool = False,
+    ) -> None:
         self.paths = list(paths)
         self.sizes = list(sizes)
         self.sha256 = list(sha256) if sha256 is not None else None
+        self.read_ahead = read_ahead and hasattr(os, "posix_fadvise")
         self.open_fds: Dict[int, int] = {}  # shard -> descriptor; read-only outside, fd() fills it
         self._owned: Dict[int, int] = {}  # descriptors this process opened
         self._failed: Dict[int, ShardError] = {}  # shards that could not be opened, and why
@@ -113,6 +123,13 @@ class ShardFiles:
                     f"{path}: SHA-256 {digest[:16]}... differs from the index's {self.sha256[shard][:16]}...: "
                     f"the shard is corrupt or was changed (needed for sample {sample})"
                 )
+        if self.read_ahead:
+            # The kernel starts reading the whole shard into the page cache
+            # now and returns at once; later preads find it there.
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass  # only a hint: a file system may not support it
         if self._pid != os.getpid():  # first descriptor of a forked child
             self._owned, self._pid = {}, os.getpid()
         self.open_fds[shard] = self._owned[shard] = fd

@@ -348,3 +348,48 @@ def test_compressed_tar_is_refused_with_a_clear_error(tmp_path):
     (tmp_path / "c.tar").write_bytes(gzip.compress((tmp_path / "plain.tar").read_bytes()))
     with pytest.raises(ShardError, match=r"c\.tar: a gzip-compressed tar; random access needs an uncompressed tar"):
         IndexedTarDataset(tmp_path / "c.tar")
+
+
+def _resident_bytes(path: Path) -> int:
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[0])
+
+
+def _evict(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None or not hasattr(os, "posix_fadvise"), reason="needs fincore and posix_fadvise")
+def test_read_ahead_brings_the_whole_shard_into_the_page_cache(tmp_path):
+    import time
+
+    from packer import BuildOptions, build
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(256):
+        (src / f"{i:04d}.bin").write_bytes(os.urandom(16000))
+    build(src, tmp_path / "ds", BuildOptions(quiet=True, workers=1, num_shards=1))
+    shard = tmp_path / "ds" / "shard-000000.tar"
+    size = shard.stat().st_size
+    _evict(shard)
+    if _resident_bytes(shard) > size // 10:
+        pytest.skip("this file system keeps the shard cached after POSIX_FADV_DONTNEED")
+
+    IndexedTarDataset(tmp_path / "ds")[0]  # control: a plain read brings in little
+    time.sleep(0.3)
+    assert _resident_bytes(shard) < size // 2
+
+    _evict(shard)
+    dataset = IndexedTarDataset(tmp_path / "ds", read_ahead=True)
+    assert pickle.loads(pickle.dumps(dataset)).read_ahead
+    dataset[0]
+    deadline = time.monotonic() + 10
+    while _resident_bytes(shard) < size * 9 // 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _resident_bytes(shard) >= size * 9 // 10
