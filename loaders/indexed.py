@@ -153,10 +153,15 @@ class IndexedTarDataset(Dataset):
 
     def close(self) -> None:
         """Close the shard descriptors this process opened (a forked worker
-        leaves the ones it inherited to their owner)."""
+        leaves the ones it inherited to their owner) and the map of the key
+        file; the next access reopens what it needs."""
         files = self.__dict__.get("_files")
         if files is not None:
             files.close()
+        keys = self.__dict__.get("_keys")
+        if isinstance(keys, mmap.mmap):
+            keys.close()
+            self._length = None  # reopen the index (and the map) on next use
 
     # -------------------------------------------------------------- access
 
