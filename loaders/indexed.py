@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import mmap
 import os
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from .decode import DecodeSpec, Decoder
 from .errors import ShardError
 from .heap import keep_freed_heap
-from .shardfiles import ShardFiles, pread_exact, verified_hashes
+from .shardfiles import ShardFiles, available_memory, pread_exact, read_ahead_wanted, verified_hashes
 from .source import SampleIndex, Source, open_index
 
 
@@ -84,11 +84,14 @@ class IndexedTarDataset(Dataset):
     read_ahead:
         When this process first opens a shard, ask the kernel to read the
         whole shard into the page cache in the background
-        (``posix_fadvise(WILLNEED)``).  On a cold local disk, the first
-        epoch of random access then costs about one sequential read per
-        shard instead of one random read per sample.  Worth it when the
-        dataset fits in the page cache; on a dataset much larger than
-        memory it evicts as much as it brings in.  Off by default.
+        (``posix_fadvise(WILLNEED)``).  On a cold disk, the first epoch of
+        random access then costs about one sequential read per shard
+        instead of one random read per sample (3.4x faster on 1 kB samples
+        in ``scripts/bench.py``).  On a dataset much larger than memory it
+        would evict as much as it brings in, so ``"auto"`` (the default)
+        reads ahead only when all shards take at most half of the memory
+        available when the dataset is opened; ``True`` or ``False`` decide
+        for it.
 
     ``ds[i]`` returns ``{"__key__": key, "__url__": shard path,
     "__index__": i, "<ext>": value, ...}``.
@@ -101,7 +104,7 @@ class IndexedTarDataset(Dataset):
         transform: Optional[Callable[[Dict[str, Any]], Any]] = None,
         cache_dir: Optional[os.PathLike | str] = None,
         verify: bool = False,
-        read_ahead: bool = False,
+        read_ahead: Union[bool, str] = "auto",
     ) -> None:
         self.source = source
         self.decode = decode
@@ -109,6 +112,7 @@ class IndexedTarDataset(Dataset):
         self.cache_dir = cache_dir
         self.verify = verify
         self.read_ahead = read_ahead
+        read_ahead_wanted(read_ahead, 0, None)  # a bad value fails here, not in a worker
         self._decoder = Decoder(decode)
         self._open()
 
@@ -135,7 +139,8 @@ class IndexedTarDataset(Dataset):
         self._extensions: List[str] = list(index.extensions)
         self._paths: List[str] = list(index.shard_paths)
         keep_freed_heap()
-        self._files = ShardFiles(self._paths, index.shard_bytes, verified_hashes(index, self.verify), self.read_ahead)
+        self._files = ShardFiles(self._paths, index.shard_bytes, verified_hashes(index, self.verify),
+                                 read_ahead_wanted(self.read_ahead, sum(index.shard_bytes), available_memory()))
         self._fds = self._files.open_fds
 
     def __getstate__(self) -> Dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Union
 
 from .errors import ShardError
 
@@ -50,6 +50,34 @@ def _sha256_fd(fd: int) -> str:
 
 
 _READ_AHEAD_STEP = 4 << 20
+READ_AHEAD_SHARE = 0.5  # "auto": on when the shards take at most this share of available memory
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory the kernel could give without swapping (Linux's
+    MemAvailable), else free physical memory, else None."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def read_ahead_wanted(setting: Union[bool, str], total_bytes: int, available: Optional[int]) -> bool:
+    """Resolve ``read_ahead``: ``"auto"`` reads ahead only when every shard
+    fits in the page cache with room to spare, since on a dataset larger
+    than memory whole-shard reads evict each other before they are used."""
+    if setting == "auto":
+        return available is not None and total_bytes <= available * READ_AHEAD_SHARE
+    if isinstance(setting, bool):
+        return setting
+    raise ValueError(f"read_ahead must be True, False or 'auto', not {setting!r}")
 
 
 def _read_ahead(fd: int, size: int) -> None:

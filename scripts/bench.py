@@ -32,9 +32,11 @@ What is timed
   ``stream`` (``StreamingTarDataset``, stored order, batched in the
   pipeline), ``stream-shuffled`` (default windows), ``webdataset``
   (``WebDataset`` with ``split_by_node``/``split_by_worker``, no decode),
-  ``indexed`` (``IndexedTarDataset``, random order), ``indexed-read-ahead``
-  (the same with ``read_ahead=True``: each shard is read into the page
-  cache in the background at its first use) and ``wids``
+  ``indexed`` (``IndexedTarDataset``, random order; its default
+  ``read_ahead="auto"`` reads each shard into the page cache in the
+  background at its first use when the dataset fits in half of the
+  available memory, as these do), ``indexed-no-read-ahead`` (the same with
+  ``read_ahead=False``: one random read per sample) and ``wids``
   (``ShardListDataset``, same order; skipped if wids is not installed).
 * **cache**: ``warm`` reads every file the method reads once before the
   timing; ``cold`` evicts them first with ``posix_fadvise(DONTNEED)`` (the
@@ -218,8 +220,8 @@ def make_loader(method: str, data: Data, workers: int, work: Path):
         wds = webdataset.WebDataset([str(p) for p in data.shards()], shardshuffle=False, empty_check=False,
                                     nodesplitter=webdataset.split_by_node, workersplitter=webdataset.split_by_worker)
         return DataLoader(wds, batch_size=BATCH, num_workers=workers, collate_fn=count)
-    if method in ("indexed", "indexed-read-ahead"):
-        dataset = IndexedTarDataset(data.packed, read_ahead=method == "indexed-read-ahead")
+    if method in ("indexed", "indexed-no-read-ahead"):
+        dataset = IndexedTarDataset(data.packed, read_ahead="auto" if method == "indexed" else False)
         return DataLoader(dataset, sampler=order, batch_size=BATCH, num_workers=workers, collate_fn=count)
     if method == "wids":
         packed = bench_indexed.Packed(data.name, "", data.packed, data.samples, len(data.shards()), 0)
@@ -267,7 +269,7 @@ def time_method(method: str, data: Data, workers: int, cache: str, work: Path) -
 
 # ------------------------------------------------------------------ report
 
-READ_METHODS = ["cat", "per-file", "stream", "stream-shuffled", "webdataset", "indexed", "indexed-read-ahead", "wids"]
+READ_METHODS = ["cat", "per-file", "stream", "stream-shuffled", "webdataset", "indexed", "indexed-no-read-ahead", "wids"]
 
 
 def ratio(a: Optional[float], b: Optional[float]) -> str:
@@ -283,13 +285,13 @@ def report(datas: List[Data], results: Dict[str, Dict[str, Optional[float]]], ar
         lines.append(f"| {d.name} | {cells} | "
                      f"{ratio(r.get('packer'), r.get('GNU tar'))} | {ratio(r.get('packer'), r.get('ShardWriter'))} |")
     lines += ["", "## Reading (samples/s; best of %d; warm: one pass after its first batch; cold: the whole pass)" % args.repeat, "",
-              "| dataset | cache | workers | " + " | ".join(READ_METHODS) + " | stream vs webdataset | indexed vs wids | indexed read-ahead vs wids | stream vs per-file | stream share of cat |",
+              "| dataset | cache | workers | " + " | ".join(READ_METHODS) + " | stream vs webdataset | indexed vs wids | indexed no read-ahead vs wids | stream vs per-file | stream share of cat |",
               "|---|---|---:|" + "---:|" * (len(READ_METHODS) + 5)]
     for key, row in results.items():
         name, cache, workers = key.split("|")
         cells = " | ".join("n/a" if row.get(m) is None else f"{row[m]:,.0f}" for m in READ_METHODS)
         lines.append(f"| {name} | {cache} | {workers} | {cells} | {ratio(row.get('stream'), row.get('webdataset'))} | "
-                     f"{ratio(row.get('indexed'), row.get('wids'))} | {ratio(row.get('indexed-read-ahead'), row.get('wids'))} | "
+                     f"{ratio(row.get('indexed'), row.get('wids'))} | {ratio(row.get('indexed-no-read-ahead'), row.get('wids'))} | "
                      f"{ratio(row.get('stream'), row.get('per-file'))} | "
                      f"{ratio(row.get('stream'), row.get('cat'))} |")
     return "\n".join(lines)

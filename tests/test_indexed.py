@@ -384,15 +384,29 @@ def test_read_ahead_brings_the_whole_shard_into_the_page_cache(tmp_path):
     if _resident_bytes(shard) > size // 10:
         pytest.skip("this file system keeps the shard cached after POSIX_FADV_DONTNEED")
 
-    IndexedTarDataset(tmp_path / "ds")[0]  # control: a plain read brings in little
+    IndexedTarDataset(tmp_path / "ds", read_ahead=False)[0]  # control: a plain read brings in little
     time.sleep(0.3)
     assert _resident_bytes(shard) < size // 2
 
-    _evict(shard)
-    dataset = IndexedTarDataset(tmp_path / "ds", read_ahead=True)
-    assert pickle.loads(pickle.dumps(dataset)).read_ahead
-    dataset[0]
-    deadline = time.monotonic() + 20
-    while _resident_bytes(shard) < size * 95 // 100 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _resident_bytes(shard) >= size * 95 // 100
+    for setting in (True, "auto"):  # a 32 MB dataset is far under half of any test machine's memory
+        _evict(shard)
+        dataset = IndexedTarDataset(tmp_path / "ds", read_ahead=setting)
+        assert pickle.loads(pickle.dumps(dataset)).read_ahead == setting
+        dataset[0]
+        deadline = time.monotonic() + 20
+        while _resident_bytes(shard) < size * 95 // 100 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _resident_bytes(shard) >= size * 95 // 100, setting
+
+
+def test_read_ahead_auto_wants_the_shards_to_fit_in_half_of_available_memory(built):
+    from loaders.shardfiles import available_memory, read_ahead_wanted
+
+    gb = 10**9
+    assert read_ahead_wanted("auto", 4 * gb, 8 * gb)
+    assert not read_ahead_wanted("auto", 4 * gb + 1, 8 * gb)
+    assert not read_ahead_wanted("auto", 1, None)  # unknown memory: off
+    assert read_ahead_wanted(True, 100 * gb, 1) and not read_ahead_wanted(False, 1, 100 * gb)
+    assert available_memory() > 0
+    with pytest.raises(ValueError, match="read_ahead must be True, False or 'auto'"):
+        IndexedTarDataset(built, read_ahead="yes")
