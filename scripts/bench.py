@@ -41,7 +41,10 @@ What is timed
 * **cache**: ``warm`` reads every file the method reads once before the
   timing; ``cold`` evicts them first with ``posix_fadvise(DONTNEED)`` (the
   source tree for per-file, the shards otherwise).  Eviction needs the files
-  not to be dirty: the script syncs them after writing.
+  not to be dirty: the script syncs them after writing.  The files were
+  written moments before, so a cache below this machine (a VM host's) may
+  still hold them and make cold reads look cheap; ``check_read_ahead.py``
+  measures cold random access on a dataset you already have.
 
 Rates are samples/s; best of ``--repeat``.  Warm: after the first batch,
 from its arrival to the end of the pass (DataLoader worker start-up is left
@@ -123,12 +126,18 @@ def sync_tree(root: Path) -> None:
 
 
 def evict(paths: Sequence[Path]) -> None:
-    for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+    """Drop the files from the page cache.  Twice, a moment apart: pages
+    still being read ahead for the previous method cannot be dropped while
+    their reads are in flight, and would warm the next method's pass."""
+    for attempt in range(2):
+        if attempt:
+            time.sleep(0.5)
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
 
 
 def prepare(name: str, work: Path, scale: float, shard_size: int) -> Data:

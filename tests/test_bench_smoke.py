@@ -1,4 +1,4 @@
-"""scripts/bench.py runs end to end on tiny datasets and checks its own counts."""
+"""The benchmark scripts run end to end on tiny datasets and check their own counts."""
 
 import json
 import subprocess
@@ -21,3 +21,24 @@ def test_bench_runs_every_method_on_tiny_datasets(tmp_path):
     assert {"cat", "per-file", "stream", "stream-shuffled", "webdataset", "indexed"} <= set(row)
     assert "## Reading" in result.stdout
     assert list(tmp_path.glob("bench-*")) == []  # its work dir is removed
+
+
+def test_check_read_ahead_times_both_settings_on_a_dataset(tmp_path):
+    from packer import BuildOptions, build
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(300):
+        (src / f"{i:03d}.bin").write_bytes(bytes([i % 256]) * 1000)
+    build(src, tmp_path / "ds", BuildOptions(quiet=True, workers=1, num_shards=2))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "check_read_ahead.py"), str(tmp_path / "ds"), "--rounds", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 shards" in result.stdout and "300 samples per pass" in result.stdout
+    assert result.stdout.count("round 1: read_ahead=") == 2
+    assert "best: read_ahead=True" in result.stdout
+    missing = subprocess.run([sys.executable, str(REPO / "scripts" / "check_read_ahead.py"), str(tmp_path / "nope")],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "error:" in missing.stderr and "Traceback" not in missing.stderr
