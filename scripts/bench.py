@@ -76,6 +76,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import bench_pack  # noqa: E402
 import bench_indexed  # noqa: E402
+import check_read_ahead  # noqa: E402
 
 BATCH = 64
 ROW_FEATURES = 64
@@ -126,18 +127,10 @@ def sync_tree(root: Path) -> None:
 
 
 def evict(paths: Sequence[Path]) -> None:
-    """Drop the files from the page cache.  Twice, a moment apart: pages
-    still being read ahead for the previous method cannot be dropped while
-    their reads are in flight, and would warm the next method's pass."""
-    for attempt in range(2):
-        if attempt:
-            time.sleep(0.5)
-        for path in paths:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
+    """Drop the files from the page cache, as ``check_read_ahead.py`` does
+    (twice, so that read-ahead still in flight for the previous method does
+    not warm the next method's pass)."""
+    check_read_ahead.drop_from_cache([str(p) for p in paths])
 
 
 def prepare(name: str, work: Path, scale: float, shard_size: int) -> Data:

@@ -42,6 +42,9 @@ if str(REPO) not in sys.path:
 
 
 def drop_from_cache(paths: Sequence[str]) -> None:
+    """Flush and drop ``paths`` from the page cache, twice half a second
+    apart: pages whose read-ahead is still in flight cannot be dropped
+    until it lands."""
     for attempt in range(2):
         if attempt:
             time.sleep(0.5)
