@@ -29,18 +29,16 @@ def resume_build(src: os.PathLike | str, dst: os.PathLike | str, options: BuildO
     """Complete the build in ``dst``; see the module docstring."""
     src, dst = Path(src), Path(dst)
     if (dst / MANIFEST_FILE).exists() and not (dst / PLAN_DIR).exists():
-        return report_for(dst, read_manifest(dst), seconds=0.0, note="already complete; nothing to resume")
+        manifest = read_manifest(dst)
+        _refuse_other_options(dst, options, manifest.get("settings", {}), "the finished build")
+        return report_for(dst, manifest, seconds=0.0, note="already complete; nothing to resume")
     if not (dst / PLAN_DIR / PLAN_FILE).exists():
         return _start_over(src, dst, options)
     table, _, meta = load_plan(dst)
     if Path(meta["source"]) != src.resolve():
         raise UsageError(f"{src}: the interrupted build in {dst} was planned for {meta['source']}")
     settings = meta["settings"]
-    options.check()
-    differing = {k: (v, settings.get(k)) for k, v in options.settings().items() if settings.get(k) != v}
-    if differing:
-        detail = ", ".join(f"{k} {new!r} (planned {old!r})" for k, (new, old) in differing.items())
-        raise UsageError(f"{dst}: --resume needs the options of the interrupted build; these differ: {detail}")
+    _refuse_other_options(dst, options, settings, "the interrupted build")
     rescanned = scan_tree(
         src,
         key_rule=settings["key_rule"],
@@ -61,6 +59,18 @@ def resume_build(src: os.PathLike | str, dst: os.PathLike | str, options: BuildO
     write_planned(dst, workers=options.workers, quiet=options.quiet)
     manifest = finalize_build(dst)
     return report_for(dst, manifest, seconds=perf_counter() - start, note="resumed")
+
+
+def _refuse_other_options(dst: Path, options: BuildOptions, settings: Dict, what: str) -> None:
+    """--resume promises the output of the first command: other options
+    (shard size, seed, key rule, ...) would need a new build."""
+    options.check()
+    differing = {k: (v, settings.get(k)) for k, v in options.settings().items() if settings.get(k) != v}
+    if differing:
+        detail = ", ".join(f"{k} {new!r} (planned {old!r})" for k, (new, old) in differing.items())
+        raise UsageError(
+            f"{dst}: --resume needs the options of {what}; these differ: {detail} (rebuild with --overwrite)"
+        )
 
 
 def _start_over(src: Path, dst: Path, options: BuildOptions) -> BuildReport:

@@ -104,3 +104,16 @@ def test_resume_of_a_complete_dataset_does_nothing(blob_src, tmp_path):
     assert result.returncode == 0 and "already complete" in result.stdout
     assert tree_digests(dst) == before
     assert run_cli("build", str(blob_src), str(dst), "--resume", "--overwrite").returncode == 2
+
+
+def test_resume_of_a_complete_dataset_refuses_other_options(blob_src, tmp_path):
+    dst = tmp_path / "dst"
+    assert run_cli("build", str(blob_src / "00001"), str(dst), "--shard-size", "1MB", "-q").returncode == 0
+    before = tree_digests(dst)
+    result = run_cli("build", str(blob_src / "00001"), str(dst), "--shard-size", "2MB", "--resume", "-q")
+    assert result.returncode == 2
+    assert "--resume needs the options of the finished build; these differ: shard_size 2000000 (planned 1000000)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert tree_digests(dst) == before
+    again = run_cli("build", str(blob_src / "00001"), str(dst), "--shard-size", "1MB", "--resume", "-q")
+    assert again.returncode == 0 and "already complete" in again.stdout
