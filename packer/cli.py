@@ -220,11 +220,22 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
 
 
+def _check_dataset_argument(dst: str) -> None:
+    """A path that is no dataset at all is a usage error (2); a dataset
+    whose build did not finish is a failure (1), reported by the command."""
+    from .index import MANIFEST_FILE, PLAN_DIR
+
+    if not os.path.isdir(dst):
+        raise UsageError(f"{dst}: no such directory")
+    if not os.path.exists(os.path.join(dst, MANIFEST_FILE)) and not os.path.isdir(os.path.join(dst, PLAN_DIR)):
+        raise UsageError(f"{dst}: no {MANIFEST_FILE} (not a dataset made by packer build)")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command in ("verify", "info") and not os.path.isdir(args.dst):
-            raise UsageError(f"{args.dst}: no such directory")
+        if args.command in ("verify", "info"):
+            _check_dataset_argument(args.dst)
         return {"build": _run_build, "verify": _run_verify, "info": _run_info}[args.command](args)
     except BrokenPipeError:  # e.g. `packer info --json | head`: the reader has all it wants
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

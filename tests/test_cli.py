@@ -94,7 +94,13 @@ def test_bad_file_stops_with_exit_1_or_is_skipped_and_listed(tmp_path):
 
 
 def test_info_and_verify_on_a_directory_that_is_not_a_dataset(tmp_path):
-    assert_one_line_error(run_cli("info", str(tmp_path)), 1, "no index.json")
+    # Not a dataset at all: a usage error, like a missing path.
+    assert_one_line_error(run_cli("info", str(tmp_path)), 2, "no index.json (not a dataset made by packer build)")
+    assert_one_line_error(run_cli("verify", str(tmp_path)), 2, "no index.json (not a dataset made by packer build)")
+    # A build that did not finish: the data is not there yet, a failure.
+    (tmp_path / ".plan").mkdir()
+    assert_one_line_error(run_cli("info", str(tmp_path)), 1, "no index.json (the build did not finish)")
+    assert_one_line_error(run_cli("verify", str(tmp_path)), 1, "the build did not finish")
     assert_one_line_error(run_cli("verify", str(tmp_path / "missing")), 2, "no such directory")
     assert_one_line_error(run_cli("info", str(tmp_path / "missing")), 2, "no such directory")
 
