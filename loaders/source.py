@@ -70,6 +70,11 @@ def expand_source(source: Source) -> List[str]:
             if not paths:
                 raise FileNotFoundError(f"no files match {text!r}")
         else:
+            if not os.path.exists(text) and not (text.startswith("pipe:") or "://" in text):
+                raise FileNotFoundError(
+                    f"{text}: no such file or directory (pass a dataset directory made by "
+                    f"'python -m packer build', or tar files: a path, a list, a glob or a brace pattern)"
+                )
             paths = [text]
     else:
         paths = [os.fspath(p) for p in source]

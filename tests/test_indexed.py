@@ -410,3 +410,12 @@ def test_read_ahead_auto_wants_the_shards_to_fit_in_half_of_available_memory(bui
     assert available_memory() > 0
     with pytest.raises(ValueError, match="read_ahead must be True, False or 'auto'"):
         IndexedTarDataset(built, read_ahead="yes")
+
+
+def test_a_missing_source_path_says_what_a_source_can_be(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no such file or directory \(pass a dataset directory made by"):
+        IndexedTarDataset(tmp_path / "nope")
+    from loaders import StreamingTarDataset
+
+    with pytest.raises(FileNotFoundError, match="no such file or directory"):
+        StreamingTarDataset(str(tmp_path / "nope.tar"))
