@@ -119,7 +119,7 @@ class ShardFiles:
         self.read_ahead = read_ahead and hasattr(os, "posix_fadvise")
         self.open_fds: Dict[int, int] = {}  # shard -> descriptor; read-only outside, fd() fills it
         self._owned: Dict[int, int] = {}  # descriptors this process opened
-        self._failed: Dict[int, ShardError] = {}  # shards that could not be opened, and why
+        self._failed: Dict[int, str] = {}  # shards that could not be opened, and why
         self._pid = os.getpid()
 
     def __del__(self) -> None:
@@ -133,31 +133,31 @@ class ShardFiles:
         return fd
 
     def _open(self, shard: int, sample: int) -> int:
-        failed = self._failed.get(shard)
-        if failed is not None:
-            raise failed
-        try:
-            return self._try_open(shard, sample)
-        except ShardError as exc:
-            exc.shard = shard
-            exc.whole_shard = True
-            self._failed[shard] = exc
-            raise
+        reason = self._failed.get(shard)
+        if reason is None:
+            try:
+                return self._try_open(shard)
+            except ShardError as exc:
+                reason = self._failed[shard] = str(exc)
+        # Each failure names the sample that needed the shard this time.
+        error = ShardError(f"{reason} (needed for sample {sample})")
+        error.shard, error.whole_shard = shard, True
+        raise error
 
-    def _try_open(self, shard: int, sample: int) -> int:
+    def _try_open(self, shard: int) -> int:
         path = self.paths[shard]
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
-            raise ShardError(f"{path}: shard missing (needed for sample {sample})") from None
+            raise ShardError(f"{path}: shard missing") from None
         except OSError as exc:
-            raise ShardError(f"{path}: cannot open shard (needed for sample {sample}): {exc.strerror}") from None
+            raise ShardError(f"{path}: cannot open shard: {exc.strerror}") from None
         actual = os.fstat(fd).st_size
         if actual != self.sizes[shard]:
             os.close(fd)
             raise ShardError(
                 f"{path}: shard is {actual} bytes but its index says {self.sizes[shard]}: "
-                f"it changed since it was indexed (needed for sample {sample})"
+                f"it changed since it was indexed"
             )
         if self.sha256 is not None and self.sha256[shard]:
             digest = _sha256_fd(fd)
@@ -165,7 +165,7 @@ class ShardFiles:
                 os.close(fd)
                 raise ShardError(
                     f"{path}: SHA-256 {digest[:16]}... differs from the index's {self.sha256[shard][:16]}...: "
-                    f"the shard is corrupt or was changed (needed for sample {sample})"
+                    f"the shard is corrupt or was changed"
                 )
         if self.read_ahead:
             _read_ahead(fd, actual)

@@ -419,3 +419,16 @@ def test_a_missing_source_path_says_what_a_source_can_be(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no such file or directory"):
         StreamingTarDataset(str(tmp_path / "nope.tar"))
+
+
+def test_a_shard_that_failed_once_names_each_later_sample(mixed, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(mixed, copy)
+    dataset = IndexedTarDataset(copy)
+    (copy / dataset.index.shard_paths[1].rsplit("/", 1)[-1]).unlink()
+    first, second = np.flatnonzero(np.asarray(dataset.index.sample_shard) == 1)[:2].tolist()
+    with pytest.raises(ShardError, match=rf"shard missing \(needed for sample {first}\)$") as one:
+        dataset[first]
+    with pytest.raises(ShardError, match=rf"shard missing \(needed for sample {second}\)$") as two:
+        dataset[second]
+    assert one.value.shard == two.value.shard == 1 and one.value.whole_shard and two.value.whole_shard
