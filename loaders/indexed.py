@@ -69,8 +69,9 @@ class IndexedTarDataset(Dataset):
         a path, a list, a glob or a brace pattern.  Tars without a packed
         index are indexed once (headers only) and the index is cached.
     decode:
-        ``None`` (raw bytes), ``"default"``/``"rgb"``/``"pil"`` (decode by
-        extension, see :mod:`loaders.decode`), a dict ``{ext: fn(bytes)}``,
+        ``None`` or ``"raw"`` (raw bytes), ``"default"``/``"rgb"``/``"pil"``/
+        ``"l"`` (decode by extension, images as RGB, stored mode or
+        grayscale; see :mod:`loaders.decode`), a dict ``{ext: fn(bytes)}``,
         or a function ``sample -> sample``.
     transform:
         Applied last to the (decoded) sample dict.
@@ -257,11 +258,9 @@ class IndexedTarDataset(Dataset):
             i = i.__index__()
         except AttributeError:
             raise TypeError(f"dataset indices must be integers, not {type(i).__name__}") from None
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"sample index out of range (dataset has {n} samples)")
-        return i
+        if not -n <= i < n:
+            raise IndexError(f"sample index {i} out of range (dataset has {n} samples)")
+        return i + n if i < 0 else i
 
     def raw_sample(self, i: int) -> Dict[str, Any]:
         """Sample ``i`` (0 <= i < len) as undecoded bytes.

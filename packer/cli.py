@@ -19,7 +19,7 @@ _BUILD_EPILOG = """\
 examples:
   python -m packer build train/ shards/                  # 256 MB shards
   python -m packer build train/ shards/ --num-shards 64  # exactly 64 shards
-  python -m packer build rows/ shards/ --shard-size 1GiB --workers 8
+  python -m packer build rows/ shards/ --rows --shard-size 1GiB --workers 8   # .pt/.npy files: one sample per row
 
 Each file SRC/a/b/x.jpg becomes member a/b/x.jpg of sample a/b/x; files that
 share a path without extension form one sample.  Dots in the stem are written

@@ -79,13 +79,16 @@ def one_pass(root: str, read_ahead: bool, order: List[int], batch_size: int) -> 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Each pass first fsyncs the shards and drops them from the page cache; with fincore "
+               "(util-linux) installed, the bytes still cached before each pass are shown.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("dataset", help="a directory made by 'python -m packer build'")
     parser.add_argument("--rounds", type=int, default=3, help="passes per setting; the best is kept")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=256, help="samples fetched per __getitems__ call, as a DataLoader batch")
     parser.add_argument("--max-samples", type=int, default=200_000, help="read at most this many samples per pass")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled order")
     args = parser.parse_args(argv)
     if not hasattr(os, "posix_fadvise"):
         parser.error("needs os.posix_fadvise (Linux)")
@@ -104,7 +107,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     random.Random(args.seed).shuffle(order)
     order = order[: args.max_samples]
     dataset.close()
-    print(f"{args.dataset}: {len(paths)} shards, {total / 1e6:,.0f} MB; {len(order):,} samples per pass in a shuffled order")
+    print(f"{args.dataset}: {len(paths)} shard{'s' if len(paths) != 1 else ''}, {total / 1e6:,.0f} MB; "
+          f"{len(order):,} samples per pass in a shuffled order")
     best = {False: 0.0, True: 0.0}
     for round_ in range(1, args.rounds + 1):
         for read_ahead in (False, True):
