@@ -204,7 +204,8 @@ def verified_hashes(index, verify: bool) -> Optional[Sequence[Optional[str]]]:
     hashes = getattr(index, "shard_sha256", None)
     if not hashes or not all(hashes):
         raise ValueError(
-            "verify=True needs a dataset made by 'python -m packer build': its index records every shard's "
-            "SHA-256 (tars written by other tools have none)"
+            "verify=True needs the directory of a dataset made by 'python -m packer build', whose index records "
+            "every shard's SHA-256; tar files passed by name or pattern have no recorded hashes, even the "
+            "packer's own (pass their directory instead)"
         )
     return hashes
