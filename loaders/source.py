@@ -3,7 +3,8 @@
 A source is a packed dataset directory (its binary index is memory-mapped,
 no tar is read), or tar files written by anyone: a path, a list of paths, a
 glob (``shards/*.tar``) or a brace pattern (``shards-{000..099}.tar``); their
-indexes come from :mod:`loaders.tarindex`.
+indexes come from :mod:`loaders.tarindex`, except when they are exactly
+the shards of one packed dataset, in order: then its index is used.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
+from packer.errors import PackerError
 from packer.index import PackedIndex, is_dataset
 from packer.table import concat_sample_columns
 
@@ -91,7 +93,29 @@ def open_index(source: Source, cache_dir: Optional[os.PathLike | str] = None) ->
                 f"'python -m packer build', or the tar files themselves (e.g. {os.path.join(os.fspath(source), '*.tar')})"
             )
         return _from_packed(PackedIndex(source))
-    return _from_tars(expand_source(source), cache_dir)
+    paths = expand_source(source)
+    packed = _packed_dataset_named(paths)
+    if packed is not None:
+        return _from_packed(packed)
+    return _from_tars(paths, cache_dir)
+
+
+def _packed_dataset_named(paths: List[str]) -> Optional[PackedIndex]:
+    """The packed dataset whose shards are exactly ``paths``, in its order
+    (``shards/*.tar`` of a packed dataset): its index is then used as if
+    the directory had been passed, instead of reading every tar header."""
+    parents = {os.path.dirname(os.path.abspath(p)) for p in paths}
+    if len(parents) != 1:
+        return None
+    root = parents.pop()
+    if not is_dataset(root):
+        return None
+    try:
+        packed = PackedIndex(root)
+    except (OSError, ValueError, PackerError):
+        return None  # a damaged index: read the tars themselves
+    shards = [os.path.realpath(packed.shard_path(j)) for j in range(packed.num_shards)]
+    return packed if shards == [os.path.realpath(p) for p in paths] else None
 
 
 def _from_packed(index: PackedIndex) -> SampleIndex:

@@ -206,8 +206,10 @@ def test_flipped_byte_is_caught_by_verify_in_both_loaders(built, tmp_path):
     with pytest.raises(ShardError, match=rf"{victim.name}: SHA-256"):
         list(StreamingTarDataset(copy, verify=True))
     assert len(list(StreamingTarDataset(built, verify=True))) == 3000
-    with pytest.raises(ValueError, match="verify=True needs"):  # tars without a packed index
-        IndexedTarDataset(sorted(copy.glob("*.tar")), verify=True)
+    with pytest.raises(ShardError, match=rf"{victim.name}: SHA-256"):  # all its shards, by name: its index
+        IndexedTarDataset(sorted(copy.glob("*.tar")), verify=True)[first]
+    with pytest.raises(ValueError, match="verify=True needs"):  # some of them: plain tars, no hashes
+        IndexedTarDataset(sorted(copy.glob("*.tar"))[:3], verify=True)
 
 
 # ------------------------------------------------------- untrusted content

@@ -432,3 +432,18 @@ def test_a_shard_that_failed_once_names_each_later_sample(mixed, tmp_path):
     with pytest.raises(ShardError, match=rf"shard missing \(needed for sample {second}\)$") as two:
         dataset[second]
     assert one.value.shard == two.value.shard == 1 and one.value.whole_shard and two.value.whole_shard
+
+
+def test_a_glob_of_a_packed_datasets_own_shards_uses_its_index(mixed, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(mixed, copy)
+    by_directory = IndexedTarDataset(copy)
+    by_glob = IndexedTarDataset(str(copy / "*.tar"), verify=True)  # hashes come from the packed index
+    assert len(by_glob) == len(by_directory)
+    assert [by_glob[i] for i in range(len(by_glob))] == [by_directory[i] for i in range(len(by_directory))]
+    assert not list(copy.glob("*.pkidx*"))  # no tar index written into the dataset
+    # A subset, or another order, is read as plain tars.
+    first_two = sorted(copy.glob("*.tar"))[:2]
+    subset = IndexedTarDataset([str(p) for p in first_two])
+    assert len(subset) == int(np.sum(np.asarray(by_directory.index.sample_shard) < 2))
+    assert subset[0] == {**by_directory[0], "__url__": subset[0]["__url__"]}
