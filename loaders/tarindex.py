@@ -33,7 +33,7 @@ from packer.tarfmt import TarFormatError, iter_members
 from .errors import ShardError
 
 CACHE_SUFFIX = ".pkidx.npz"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the split-sample warning is cached too
 _WDS_META_RE = re.compile(r"__[^/]*__($|/)")
 _COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
 
@@ -51,6 +51,7 @@ class TarIndex:
     member_size: np.ndarray
     extensions: List[str]
     tar_bytes: int
+    warning: str = ""  # shown each time the index is loaded, cached or not
 
     @property
     def num_samples(self) -> int:
@@ -58,7 +59,10 @@ class TarIndex:
 
 
 def build_tar_index(path: os.PathLike | str) -> TarIndex:
-    """Walk ``path``'s headers and group its members into samples."""
+    """Walk ``path``'s headers and group its members into samples.
+
+    A tar whose samples are split apart gets a ``warning`` in the result
+    (not issued here): :func:`load_tar_index` shows it at every load."""
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -111,12 +115,12 @@ def build_tar_index(path: os.PathLike | str) -> TarIndex:
             member_size.append(member.size)
         if current_key is not None:
             sample_members.append(len(member_size))
+        warning = ""
         if split:
-            warnings.warn(
+            warning = (
                 f"{path}: the members of {len(split)} key(s) are not next to each other (e.g. {split[0]!r}); "
                 "as in webdataset, each run of members with one key is read as a separate sample. Write "
-                "tars with each sample's files together (e.g. GNU tar --sort=name, or python -m packer build).",
-                stacklevel=3,
+                "tars with each sample's files together (e.g. GNU tar --sort=name, or python -m packer build)."
             )
     except TarFormatError as exc:
         raise ShardError(f"{path}: {exc}") from None
@@ -132,6 +136,7 @@ def build_tar_index(path: os.PathLike | str) -> TarIndex:
         member_size=np.array(member_size, dtype=np.uint64),
         extensions=list(ext_ids),
         tar_bytes=size,
+        warning=warning,
     )
 
 
@@ -165,6 +170,7 @@ def _load_cache(cache: Path, fingerprint: np.ndarray) -> Optional[TarIndex]:
                 **{k: data[k] for k in ("keys", "key_offsets", "sample_offset", "sample_members", "member_ext", "member_offset", "member_size")},
                 extensions=extensions,
                 tar_bytes=int(fingerprint[1]),
+                warning=bytes(data["warning"]).decode("utf-8"),
             )
     except (OSError, ValueError, KeyError):
         return None  # missing, unreadable or foreign: rebuild
@@ -179,6 +185,7 @@ def _save_cache(cache: Path, index: TarIndex, fingerprint: np.ndarray) -> bool:
                 f,
                 fingerprint=fingerprint,
                 extensions=np.frombuffer("\n".join(index.extensions).encode("utf-8"), dtype=np.uint8),
+                warning=np.frombuffer(index.warning.encode("utf-8"), dtype=np.uint8),
                 **{k: getattr(index, k) for k in ("keys", "key_offsets", "sample_offset", "sample_members", "member_ext", "member_offset", "member_size")},
             )
         os.replace(tmp, cache)
@@ -199,9 +206,12 @@ def load_tar_index(tar: os.PathLike | str, cache_dir: Optional[os.PathLike | str
     for cache in candidates:
         index = _load_cache(cache, fingerprint)
         if index is not None:
-            return index
-    index = build_tar_index(tar)
-    for cache in candidates:
-        if _save_cache(cache, index, fingerprint):
             break
+    else:
+        index = build_tar_index(tar)
+        for cache in candidates:
+            if _save_cache(cache, index, fingerprint):
+                break
+    if index.warning:
+        warnings.warn(index.warning, stacklevel=3)
     return index
