@@ -13,7 +13,7 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -21,7 +21,8 @@ from packer.errors import PackerError
 from packer.index import PackedIndex, is_dataset
 from packer.table import concat_sample_columns
 
-from .tarindex import load_tar_index
+from .errors import ShardError
+from .tarindex import empty_tar_index, load_tar_index
 
 Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
@@ -85,7 +86,14 @@ def expand_source(source: Source) -> List[str]:
     return paths
 
 
-def open_index(source: Source, cache_dir: Optional[os.PathLike | str] = None) -> SampleIndex:
+def open_index(
+    source: Source,
+    cache_dir: Optional[os.PathLike | str] = None,
+    skip_tar: Optional[Callable[[BaseException], bool]] = None,
+) -> SampleIndex:
+    """One index over ``source``.  A tar that cannot be indexed raises,
+    unless ``skip_tar(error)`` returns True: then it counts as a tar with no
+    samples (every process decides alike, so shares stay equal)."""
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         if not is_dataset(source):
             raise ValueError(
@@ -97,7 +105,7 @@ def open_index(source: Source, cache_dir: Optional[os.PathLike | str] = None) ->
     packed = _packed_dataset_named(paths)
     if packed is not None:
         return _from_packed(packed)
-    return _from_tars(paths, cache_dir)
+    return _from_tars(paths, cache_dir, skip_tar)
 
 
 def _packed_dataset_named(paths: List[str]) -> Optional[PackedIndex]:
@@ -135,8 +143,16 @@ def _from_packed(index: PackedIndex) -> SampleIndex:
     )
 
 
-def _from_tars(paths: List[str], cache_dir: Optional[os.PathLike | str]) -> SampleIndex:
-    parts = [load_tar_index(p, cache_dir) for p in paths]
+def _from_tars(paths: List[str], cache_dir: Optional[os.PathLike | str],
+               skip_tar: Optional[Callable[[BaseException], bool]] = None) -> SampleIndex:
+    parts = []
+    for path in paths:
+        try:
+            parts.append(load_tar_index(path, cache_dir))
+        except ShardError as exc:
+            if skip_tar is None or not skip_tar(exc):
+                raise
+            parts.append(empty_tar_index(path))
     keys, key_offsets, sample_members, member_ext, extensions = concat_sample_columns(parts)
 
     def cat(name: str, dtype) -> np.ndarray:

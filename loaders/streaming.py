@@ -98,7 +98,7 @@ class _IndexedSource:
         self._open()
 
     def _open(self) -> None:
-        self._index: Optional[SampleIndex] = open_index(self.source, self.cache_dir)
+        self._index: Optional[SampleIndex] = open_index(self.source, self.cache_dir, skip_tar=self.handler)
         self._shard_counts = self._index.shard_counts()
         keep_freed_heap()
         self._files = ShardFiles(self._index.shard_paths, self._index.shard_bytes, verified_hashes(self._index, self.verify))
@@ -225,7 +225,10 @@ class StreamingTarDataset(wds.DataPipeline, FluidInterface):
         Called with an exception from reading or decoding, like webdataset's
         ``handler=``: return ``True`` to skip and go on (the rank then yields
         fewer samples than ``len`` says), ``False`` to end the epoch of this
-        worker, or raise.  Default: raise.
+        worker, or raise.  Default: raise.  A tar that cannot be indexed
+        (truncated, corrupt) is passed to it when the dataset is built:
+        ``True`` leaves that tar out (no samples, on every rank alike, so
+        shares stay equal); anything else raises.
     cache_dir:
         Where tar indexes are cached when the tars' directory is read-only.
     verify:

@@ -140,6 +140,25 @@ def build_tar_index(path: os.PathLike | str) -> TarIndex:
     )
 
 
+def empty_tar_index(path: os.PathLike | str) -> TarIndex:
+    """The index of a tar left out (one that could not be indexed)."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = 0
+    return TarIndex(
+        keys=np.zeros(0, dtype=np.uint8),
+        key_offsets=np.zeros(1, dtype=np.uint64),
+        sample_offset=np.zeros(0, dtype=np.uint64),
+        sample_members=np.zeros(1, dtype=np.uint64),
+        member_ext=np.zeros(0, dtype=np.uint32),
+        member_offset=np.zeros(0, dtype=np.uint64),
+        member_size=np.zeros(0, dtype=np.uint64),
+        extensions=[],
+        tar_bytes=size,
+    )
+
+
 def user_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "packer" / "tarindex"

@@ -175,6 +175,35 @@ def test_truncated_shard_is_named_and_handler_can_skip_it(built, tmp_path):
     assert any(victim.name in str(w.message) for w in caught)
 
 
+def test_a_foreign_tar_that_cannot_be_indexed_is_left_out_by_a_skipping_handler(tmp_path):
+    import io
+    import tarfile
+
+    from loaders import IndexedTarDataset
+
+    for name in ("good", "bad"):
+        with tarfile.open(tmp_path / f"{name}.tar", "w") as tar:
+            for i in range(10):
+                info = tarfile.TarInfo(f"{name}/{i:02d}.bin")
+                info.size = 700
+                tar.addfile(info, io.BytesIO(bytes([i]) * 700))
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(bad.read_bytes()[:2500])  # cut inside the second member's data
+    tars = [str(tmp_path / "good.tar"), str(bad)]
+    with pytest.raises(ShardError, match="bad.tar"):
+        StreamingTarDataset(tars)
+    with pytest.raises(ShardError, match="bad.tar"):
+        IndexedTarDataset(tars)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = StreamingTarDataset(tars, shuffle=False, handler=wds.warn_and_continue)
+    assert any("bad.tar" in str(w.message) for w in caught)
+    assert len(dataset) == 10
+    assert [s["__key__"] for s in dataset] == [f"good/{i:02d}" for i in range(10)]
+    with pytest.raises(ShardError, match="bad.tar"):
+        StreamingTarDataset(tars, handler=wds.ignore_and_stop)  # "stop" means nothing before the first sample
+
+
 def test_bad_arguments_are_refused(built, tmp_path):
     with pytest.raises(ValueError, match="shuffle_buffer"):
         StreamingTarDataset(built, shuffle_buffer=0)
