@@ -60,6 +60,11 @@ class SampleIndex:
         return bytes(self.keys[int(self.key_offsets[i]) : int(self.key_offsets[i + 1])]).decode("utf-8", "surrogateescape")
 
 
+def is_remote(url: str) -> bool:
+    """True for what only webdataset's openers can read (``pipe:``, URLs)."""
+    return url.startswith("pipe:") or "://" in url
+
+
 def expand_source(source: Source) -> List[str]:
     """Tar paths named by a list, glob or brace pattern (sorted for globs)."""
     if isinstance(source, (str, os.PathLike)):
@@ -73,7 +78,7 @@ def expand_source(source: Source) -> List[str]:
             if not paths:
                 raise FileNotFoundError(f"no files match {text!r}")
         else:
-            if not os.path.exists(text) and not (text.startswith("pipe:") or "://" in text):
+            if not os.path.exists(text) and not is_remote(text):
                 raise FileNotFoundError(
                     f"{text}: no such file or directory (pass a dataset directory made by "
                     f"'python -m packer build', or tar files: a path, a list, a glob or a brace pattern)"

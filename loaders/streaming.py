@@ -38,7 +38,7 @@ from .order import EpochOrder, default_chunk_samples
 from .rangeread import RangeReader, StopReading
 from .heap import keep_freed_heap
 from .shardfiles import ShardFiles, verified_hashes
-from .source import SampleIndex, Source, expand_source, open_index
+from .source import SampleIndex, Source, expand_source, is_remote, open_index
 from .split import Deal, dealt_samples
 from .state import index_fingerprint, make_state, read_state
 
@@ -50,11 +50,6 @@ def _worker_info():
     from torch.utils.data import get_worker_info
 
     return get_worker_info()
-
-
-def is_remote(url: str) -> bool:
-    """True for what only webdataset's openers can read (``pipe:``, URLs)."""
-    return url.startswith("pipe:") or "://" in url
 
 
 class _Topology:
