@@ -109,7 +109,9 @@ def open_index(
     paths = expand_source(source)
     packed = _packed_dataset_named(paths)
     if packed is not None:
-        return _from_packed(packed)
+        index = _from_packed(packed)
+        index.shard_paths = list(paths)  # the same files, named as the caller named them
+        return index
     return _from_tars(paths, cache_dir, skip_tar)
 
 

@@ -441,6 +441,7 @@ def test_a_glob_of_a_packed_datasets_own_shards_uses_its_index(mixed, tmp_path):
     by_glob = IndexedTarDataset(str(copy / "*.tar"), verify=True)  # hashes come from the packed index
     assert len(by_glob) == len(by_directory)
     assert [by_glob[i] for i in range(len(by_glob))] == [by_directory[i] for i in range(len(by_directory))]
+    assert by_glob.index.shard_paths == sorted(str(p) for p in copy.glob("*.tar"))  # as the caller named them
     assert not list(copy.glob("*.pkidx*"))  # no tar index written into the dataset
     # A subset, or another order, is read as plain tars.
     first_two = sorted(copy.glob("*.tar"))[:2]
