@@ -94,11 +94,12 @@ def expand_source(source: Source) -> List[str]:
 def open_index(
     source: Source,
     cache_dir: Optional[os.PathLike | str] = None,
-    skip_tar: Optional[Callable[[BaseException], bool]] = None,
+    skip_tar: Optional[Callable[[str, BaseException], bool]] = None,
 ) -> SampleIndex:
     """One index over ``source``.  A tar that cannot be indexed raises,
-    unless ``skip_tar(error)`` returns True: then it counts as a tar with no
-    samples (every process decides alike, so shares stay equal)."""
+    unless ``skip_tar(path, error)`` returns True: then it counts as a tar
+    with no samples (the caller must decide alike in every process, so that
+    shares stay equal)."""
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
         if not is_dataset(source):
             raise ValueError(
@@ -127,17 +128,21 @@ def _packed_dataset_named(paths: List[str]) -> Optional[PackedIndex]:
         return None
     try:
         packed = PackedIndex(root)
+        shards = [os.path.realpath(packed.shard_path(j)) for j in range(packed.num_shards)]
+        if shards != [os.path.realpath(p) for p in paths]:
+            return None
+        if any(os.path.getsize(p) != s["num_bytes"] for p, s in zip(paths, packed.shards)):
+            return None  # a shard was replaced since: read the tars as they are now
     except (OSError, ValueError, PackerError):
         return None  # a damaged index: read the tars themselves
-    shards = [os.path.realpath(packed.shard_path(j)) for j in range(packed.num_shards)]
-    return packed if shards == [os.path.realpath(p) for p in paths] else None
+    return packed
 
 
 def _from_packed(index: PackedIndex) -> SampleIndex:
     return SampleIndex(
         shard_paths=[str(index.shard_path(j)) for j in range(index.num_shards)],
         shard_bytes=[s["num_bytes"] for s in index.shards],
-        extensions=index.extensions,
+        extensions=[ext.lower() for ext in index.extensions],  # as every reader of the tars sees them
         keys=index.keys,
         key_offsets=index.key_offsets,
         sample_shard=index.sample_shard,
@@ -151,13 +156,13 @@ def _from_packed(index: PackedIndex) -> SampleIndex:
 
 
 def _from_tars(paths: List[str], cache_dir: Optional[os.PathLike | str],
-               skip_tar: Optional[Callable[[BaseException], bool]] = None) -> SampleIndex:
+               skip_tar: Optional[Callable[[str, BaseException], bool]] = None) -> SampleIndex:
     parts = []
     for path in paths:
         try:
             parts.append(load_tar_index(path, cache_dir))
         except ShardError as exc:
-            if skip_tar is None or not skip_tar(exc):
+            if skip_tar is None or not skip_tar(path, exc):
                 raise
             parts.append(empty_tar_index(path))
     keys, key_offsets, sample_members, member_ext, extensions = concat_sample_columns(parts)

@@ -26,7 +26,7 @@ import copy
 import os
 import random
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
 import webdataset as wds
 from webdataset import filters
@@ -86,6 +86,7 @@ class _IndexedSource:
         self.cache_dir = cache_dir
         self.handler = handler
         self.verify = verify
+        self.skipped_tars: Set[str] = set()  # tars the handler left out; travels to workers
         self.epoch = 0  # the epoch of the next iteration
         self.start = 0  # its first position (non-zero when resuming)
         self.unit = 1  # the per-rank batch size when the pipeline batches
@@ -93,7 +94,7 @@ class _IndexedSource:
         self._open()
 
     def _open(self) -> None:
-        self._index: Optional[SampleIndex] = open_index(self.source, self.cache_dir, skip_tar=self.handler)
+        self._index: Optional[SampleIndex] = open_index(self.source, self.cache_dir, skip_tar=self._skip_tar)
         self._shard_counts = self._index.shard_counts()
         keep_freed_heap()
         self._files = ShardFiles(self._index.shard_paths, self._index.shard_bytes, verified_hashes(self._index, self.verify))
@@ -142,6 +143,17 @@ class _IndexedSource:
                 yield from reader.read(samples, self._skip)
         except StopReading:
             return
+
+    def _skip_tar(self, path: str, exc: BaseException) -> bool:
+        """A tar that cannot be indexed: the handler decides once, where the
+        dataset is built; processes that reopen it (DataLoader workers) skip
+        the same tars without asking again, so every share stays equal."""
+        if path in self.skipped_tars:
+            return True
+        if self.handler(exc):
+            self.skipped_tars.add(path)
+            return True
+        return False
 
     def _skip(self, exc: BaseException) -> bool:
         """The user's handler decides: skip (True), end the epoch, or raise."""
@@ -221,7 +233,7 @@ class StreamingTarDataset(wds.DataPipeline, FluidInterface):
         ``handler=``: return ``True`` to skip and go on (the rank then yields
         fewer samples than ``len`` says), ``False`` to end the epoch of this
         worker, or raise.  Default: raise.  A tar that cannot be indexed
-        (truncated, corrupt) is passed to it when the dataset is built:
+        (missing, truncated, corrupt) is passed to it when the dataset is built:
         ``True`` leaves that tar out (no samples, on every rank alike, so
         shares stay equal); anything else raises.
     cache_dir:

@@ -231,6 +231,12 @@ def load_tar_index(tar: os.PathLike | str, cache_dir: Optional[os.PathLike | str
         for cache in candidates:
             if _save_cache(cache, index, fingerprint):
                 break
-    if index.warning:
+    if index.warning and not _in_dataloader_worker():  # the process that builds the dataset has said it
         warnings.warn(index.warning, stacklevel=3)
     return index
+
+
+def _in_dataloader_worker() -> bool:
+    from torch.utils.data import get_worker_info
+
+    return get_worker_info() is not None

@@ -30,7 +30,8 @@ def resume_build(src: os.PathLike | str, dst: os.PathLike | str, options: BuildO
     src, dst = Path(src), Path(dst)
     if (dst / MANIFEST_FILE).exists() and not (dst / PLAN_DIR).exists():
         manifest = read_manifest(dst)
-        _refuse_other_options(dst, options, manifest.get("settings", {}), "the finished build")
+        if "settings" in manifest:  # recorded by every build since the first release
+            _refuse_other_options(dst, options, manifest["settings"], "built with")
         return report_for(dst, manifest, seconds=0.0, note="already complete; nothing to resume")
     if not (dst / PLAN_DIR / PLAN_FILE).exists():
         return _start_over(src, dst, options)
@@ -38,7 +39,7 @@ def resume_build(src: os.PathLike | str, dst: os.PathLike | str, options: BuildO
     if Path(meta["source"]) != src.resolve():
         raise UsageError(f"{src}: the interrupted build in {dst} was planned for {meta['source']}")
     settings = meta["settings"]
-    _refuse_other_options(dst, options, settings, "the interrupted build")
+    _refuse_other_options(dst, options, settings, "planned")
     rescanned = scan_tree(
         src,
         key_rule=settings["key_rule"],
@@ -61,13 +62,18 @@ def resume_build(src: os.PathLike | str, dst: os.PathLike | str, options: BuildO
     return report_for(dst, manifest, seconds=perf_counter() - start, note="resumed")
 
 
-def _refuse_other_options(dst: Path, options: BuildOptions, settings: Dict, what: str) -> None:
+def _refuse_other_options(dst: Path, options: BuildOptions, settings: Dict, recorded_as: str) -> None:
     """--resume promises the output of the first command: other options
-    (shard size, seed, key rule, ...) would need a new build."""
+    (shard size, seed, key rule, ...) would need a new build.  A setting a
+    build predates (e.g. ``rows``) counts as its default, which that build
+    used."""
     options.check()
-    differing = {k: (v, settings.get(k)) for k, v in options.settings().items() if settings.get(k) != v}
+    defaults = BuildOptions().settings()
+    recorded = {k: settings.get(k, defaults[k]) for k in defaults}
+    differing = {k: (v, recorded[k]) for k, v in options.settings().items() if recorded[k] != v}
     if differing:
-        detail = ", ".join(f"{k} {new!r} (planned {old!r})" for k, (new, old) in differing.items())
+        detail = ", ".join(f"{k} {new!r} ({recorded_as} {old!r})" for k, (new, old) in differing.items())
+        what = "the finished build" if recorded_as == "built with" else "the interrupted build"
         raise UsageError(
             f"{dst}: --resume needs the options of {what}; these differ: {detail} (rebuild with --overwrite)"
         )

@@ -448,3 +448,45 @@ def test_a_glob_of_a_packed_datasets_own_shards_uses_its_index(mixed, tmp_path):
     subset = IndexedTarDataset([str(p) for p in first_two])
     assert len(subset) == int(np.sum(np.asarray(by_directory.index.sample_shard) < 2))
     assert subset[0] == {**by_directory[0], "__url__": subset[0]["__url__"]}
+
+
+def test_extensions_read_lowercased_from_the_index_as_from_the_tars(tmp_path):
+    """Readers lowercase extensions (docs/format.md); so do both loaders on a
+    packed dataset, whether named by directory or by its tars."""
+    import webdataset as wds
+
+    from loaders import StreamingTarDataset
+    from packer import BuildOptions, build
+
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "x.JPG").write_bytes(b"jpeg bytes")
+    (src / "a" / "x.json").write_bytes(b"{}")
+    (src / "a" / "z.Png").write_bytes(b"png bytes")
+    build(src, tmp_path / "ds", BuildOptions(quiet=True, workers=1, shuffle=False))
+    expected = [{"__key__": "a/x", "jpg": b"jpeg bytes", "json": b"{}"}, {"__key__": "a/z", "png": b"png bytes"}]
+
+    def plain(sample):
+        return {k: v for k, v in sample.items() if k not in ("__url__", "__index__", "__local_path__")}
+
+    assert [plain(IndexedTarDataset(tmp_path / "ds")[i]) for i in range(2)] == expected
+    assert [plain(IndexedTarDataset(str(tmp_path / "ds" / "*.tar"))[i]) for i in range(2)] == expected
+    assert [plain(s) for s in StreamingTarDataset(tmp_path / "ds", shuffle=False)] == expected
+    assert [plain(s) for s in wds.WebDataset(str(tmp_path / "ds" / "shard-000000.tar"), shardshuffle=False)] == expected
+
+
+def test_a_glob_of_a_packed_dataset_with_a_replaced_shard_reads_the_tars(mixed, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(mixed, copy)
+    replaced = sorted(copy.glob("*.tar"))[1]
+    with tarfile.open(replaced, "w") as tar:
+        for i in range(3):
+            info = tarfile.TarInfo(f"new/{i}.bin")
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"data"))
+    with pytest.raises(ShardError, match="changed since it was indexed"):  # the directory's index is stale
+        dataset = IndexedTarDataset(copy)
+        [dataset[i] for i in range(len(dataset))]
+    by_glob = IndexedTarDataset(str(copy / "*.tar"))  # the tars as they are now
+    keys = [by_glob[i]["__key__"] for i in range(len(by_glob))]
+    assert [k for k in keys if k.startswith("new/")] == ["new/0", "new/1", "new/2"]

@@ -1,5 +1,6 @@
 """Interrupted builds resume to byte-identical output; changed sources are refused."""
 
+import json
 import os
 import signal
 import subprocess
@@ -112,8 +113,15 @@ def test_resume_of_a_complete_dataset_refuses_other_options(blob_src, tmp_path):
     before = tree_digests(dst)
     result = run_cli("build", str(blob_src / "00001"), str(dst), "--shard-size", "2MB", "--resume", "-q")
     assert result.returncode == 2
-    assert "--resume needs the options of the finished build; these differ: shard_size 2000000 (planned 1000000)" in result.stderr
+    assert "--resume needs the options of the finished build; these differ: shard_size 2000000 (built with 1000000)" in result.stderr
     assert "Traceback" not in result.stderr
     assert tree_digests(dst) == before
     again = run_cli("build", str(blob_src / "00001"), str(dst), "--shard-size", "1MB", "--resume", "-q")
     assert again.returncode == 0 and "already complete" in again.stdout
+    # A manifest from before a setting existed: the missing one counts as its default.
+    manifest = json.loads((dst / "index.json").read_text())
+    del manifest["settings"]["rows"], manifest["settings"]["labels_from_dir"]
+    (dst / "index.json").write_text(json.dumps(manifest))
+    older = run_cli("build", str(blob_src / "00001"), str(dst), "--shard-size", "1MB", "--resume", "-q")
+    assert older.returncode == 0 and "already complete" in older.stdout, older.stderr
+    assert run_cli("build", str(blob_src / "00001"), str(dst), "--rows", "--shard-size", "1MB", "--resume", "-q").returncode == 2

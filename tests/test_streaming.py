@@ -204,6 +204,32 @@ def test_a_foreign_tar_that_cannot_be_indexed_is_left_out_by_a_skipping_handler(
         StreamingTarDataset(tars, handler=wds.ignore_and_stop)  # "stop" means nothing before the first sample
 
 
+def skip_only_where_the_dataset_is_built(exc):
+    """A handler that fails the test if a DataLoader worker asks it again."""
+    from torch.utils.data import get_worker_info
+
+    if get_worker_info() is not None:
+        raise AssertionError(f"a worker asked the handler again about: {exc}")
+    return True
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_workers_skip_the_tars_the_handler_left_out_without_asking_again(tmp_path, context):
+    for name in ("good", "bad"):
+        with tarfile.open(tmp_path / f"{name}.tar", "w") as tar:
+            for i in range(12):
+                info = tarfile.TarInfo(f"{name}/{i:02d}.bin")
+                info.size = 700
+                tar.addfile(info, io.BytesIO(bytes([i]) * 700))
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(bad.read_bytes()[:2500])
+    dataset = StreamingTarDataset([str(tmp_path / "good.tar"), str(bad)], shuffle=False,
+                                  handler=skip_only_where_the_dataset_is_built)
+    assert dataset._source.skipped_tars == {str(bad)}
+    loader = DataLoader(dataset, batch_size=None, num_workers=2, multiprocessing_context=context)
+    assert sorted(s["__key__"] for s in loader) == [f"good/{i:02d}" for i in range(12)]
+
+
 def test_bad_arguments_are_refused(built, tmp_path):
     with pytest.raises(ValueError, match="shuffle_buffer"):
         StreamingTarDataset(built, shuffle_buffer=0)
