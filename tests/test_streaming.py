@@ -175,21 +175,24 @@ def test_truncated_shard_is_named_and_handler_can_skip_it(built, tmp_path):
     assert any(victim.name in str(w.message) for w in caught)
 
 
-def test_a_foreign_tar_that_cannot_be_indexed_is_left_out_by_a_skipping_handler(tmp_path):
-    import io
-    import tarfile
-
-    from loaders import IndexedTarDataset
-
+def good_and_truncated_tars(root, samples):
+    """Two foreign tars of ``samples`` 700-byte samples; the second is cut
+    inside its second member's data, so it cannot be indexed."""
     for name in ("good", "bad"):
-        with tarfile.open(tmp_path / f"{name}.tar", "w") as tar:
-            for i in range(10):
+        with tarfile.open(root / f"{name}.tar", "w") as tar:
+            for i in range(samples):
                 info = tarfile.TarInfo(f"{name}/{i:02d}.bin")
                 info.size = 700
                 tar.addfile(info, io.BytesIO(bytes([i]) * 700))
-    bad = tmp_path / "bad.tar"
-    bad.write_bytes(bad.read_bytes()[:2500])  # cut inside the second member's data
-    tars = [str(tmp_path / "good.tar"), str(bad)]
+    bad = root / "bad.tar"
+    bad.write_bytes(bad.read_bytes()[:2500])
+    return [str(root / "good.tar"), str(bad)]
+
+
+def test_a_foreign_tar_that_cannot_be_indexed_is_left_out_by_a_skipping_handler(tmp_path):
+    from loaders import IndexedTarDataset
+
+    tars = good_and_truncated_tars(tmp_path, 10)
     with pytest.raises(ShardError, match="bad.tar"):
         StreamingTarDataset(tars)
     with pytest.raises(ShardError, match="bad.tar"):
@@ -215,17 +218,9 @@ def skip_only_where_the_dataset_is_built(exc):
 
 @pytest.mark.parametrize("context", ["fork", "spawn"])
 def test_workers_skip_the_tars_the_handler_left_out_without_asking_again(tmp_path, context):
-    for name in ("good", "bad"):
-        with tarfile.open(tmp_path / f"{name}.tar", "w") as tar:
-            for i in range(12):
-                info = tarfile.TarInfo(f"{name}/{i:02d}.bin")
-                info.size = 700
-                tar.addfile(info, io.BytesIO(bytes([i]) * 700))
-    bad = tmp_path / "bad.tar"
-    bad.write_bytes(bad.read_bytes()[:2500])
-    dataset = StreamingTarDataset([str(tmp_path / "good.tar"), str(bad)], shuffle=False,
-                                  handler=skip_only_where_the_dataset_is_built)
-    assert dataset._source.skipped_tars == {str(bad)}
+    good, bad = good_and_truncated_tars(tmp_path, 12)
+    dataset = StreamingTarDataset([good, bad], shuffle=False, handler=skip_only_where_the_dataset_is_built)
+    assert dataset._source.skipped_tars == {bad}
     loader = DataLoader(dataset, batch_size=None, num_workers=2, multiprocessing_context=context)
     assert sorted(s["__key__"] for s in loader) == [f"good/{i:02d}" for i in range(12)]
 
