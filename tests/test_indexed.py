@@ -313,6 +313,30 @@ def test_batched_fetch_names_a_missing_shard(mixed, tmp_path):
         dataset.__getitems__(list(range(victim + 1)))
 
 
+@pytest.mark.parametrize("kind", ["single", "joint", "separate"])
+def test_batched_fetch_names_a_shard_cut_while_open(mixed, tmp_path, kind):
+    """A shard truncated after it was opened: the read comes back short and
+    the error names the shard and the sample, in each way a batch reads a
+    sample (one file; several small files in one read; a file per read)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(mixed, copy)
+    dataset = IndexedTarDataset(copy)
+    index = dataset.index
+    members = np.asarray(index.sample_members)
+    sizes = np.asarray(index.member_size)
+    spans = {"single": lambda lo, hi: hi - lo == 1,
+             "joint": lambda lo, hi: hi - lo > 1 and sizes[lo:hi].max() < 16384,
+             "separate": lambda lo, hi: sizes[lo:hi].max() >= 16384}[kind]
+    victim = next(i for i in range(len(dataset)) if spans(int(members[i]), int(members[i + 1])))
+    shard = int(index.sample_shard[victim])
+    others = [i for i in range(len(dataset)) if index.sample_shard[i] != shard][:9]
+    dataset.__getitems__(others + [victim])  # opens the shard
+    with open(copy / index.shard_paths[shard].rsplit("/", 1)[-1], "r+b") as f:
+        f.truncate(int(np.asarray(index.member_offset)[members[victim]]) + 1)
+    with pytest.raises(ShardError, match=rf"shard ends before sample {victim} "):
+        dataset.__getitems__(others + [victim])
+
+
 def test_close_releases_the_descriptors_it_opened(built):
     dataset = IndexedTarDataset(built)
     for i in range(0, 3000, 97):
