@@ -2,14 +2,17 @@
 
 A shard's bytes depend only on the saved plan, so any number of workers
 gives byte-identical output.  Each shard is written to a hidden temporary
-name, its size checked against the plan, flushed to disk (fsync), and only
-then renamed into place.  Each source file is checked as it is opened: it
-must still be a regular file with the size and modification time the scan
-saw, and it must not grow while it is read.  (``fsync`` can be turned
-off for scratch builds where durability after a power loss does not
-matter.)  A file that fails stops the
-build (naming file, shard and offset), or with ``on_error="skip"`` its
-whole sample is left out and recorded.
+name and its size checked against the plan; then it is flushed to disk
+(fsync), renamed into place and recorded as finished (``commit_shard``).
+The commit runs on a thread of the parent process while the workers go on
+with the next shards, so waiting for the disk overlaps with packing instead
+of stalling a worker after every shard.  Each source file is checked as it
+is opened: it must still be a regular file with the size and modification
+time the scan saw, and it must not grow while it is read.  (``fsync`` can
+be turned off for scratch builds where durability after a power loss does
+not matter.)  A file that fails stops the build (naming file, shard and
+offset), or with ``on_error="skip"`` its whole sample is left out and
+recorded.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import multiprocessing
 import os
 import stat
 import sys
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, MutableSequence, Optional, Sequence, Tuple
@@ -47,6 +50,7 @@ class ShardResult:
     sha256: str
     dropped: List[int] = field(default_factory=list)  # sample ids (plan order)
     skipped: List[Skipped] = field(default_factory=list)
+    temp: Optional[str] = None  # written here, not yet committed (see commit_shard)
 
 
 @dataclass(frozen=True)
@@ -218,10 +222,8 @@ class _ShardFile:
         self.file.truncate(self.flushed)
         self.file.seek(self.flushed)
 
-    def finish(self, durable: bool) -> None:
+    def finish(self) -> None:
         self.flush()
-        if durable:
-            os.fsync(self.file.fileno())
         self.file.close()
 
 
@@ -231,12 +233,15 @@ def write_shard(
     shard: int,
     job: ShardJob,
     progress: Optional[MutableSequence[int]] = None,
+    commit: bool = True,
 ) -> ShardResult:
     """Write shard ``shard`` of the plan; returns its size, hash and drops.
 
     ``progress`` (length ``2 * num_shards``) receives this shard's bytes
     written at ``[shard]`` and samples written at ``[num_shards + shard]``;
-    one slot per shard, so workers never contend for a lock.
+    one slot per shard, so workers never contend for a lock.  With
+    ``commit=False`` the shard is left under its temporary name
+    (``result.temp``) for :func:`commit_shard` to finish.
     """
     lo, hi = int(bounds[shard]), int(bounds[shard + 1])
     num_shards = len(bounds) - 1
@@ -334,12 +339,11 @@ def write_shard(
                     progress[shard] = out.flushed
                     progress[num_shards + shard] = i + 1 - len(result.dropped)
         out.buf += END_OF_ARCHIVE
-        out.finish(job.fsync)
+        out.finish()
         sizes_kept = np.asarray(sizes, dtype=np.int64)[kept_members]
         planned = int(header_sizes[kept_members].sum() + ((sizes_kept + BLOCK - 1) // BLOCK * BLOCK).sum()) + len(END_OF_ARCHIVE)
         if out.flushed != planned:
             raise PackerError(f"{final}: wrote {out.flushed} bytes but the plan says {planned} (internal error)")
-        os.replace(tmp, final)
     except BaseException as exc:
         if not out.file.closed:
             out.file.close()
@@ -352,18 +356,43 @@ def write_shard(
         progress[num_shards + shard] = hi - lo - len(result.dropped)
     result.num_bytes = out.flushed
     result.sha256 = out.digest.hexdigest()
+    result.temp = str(tmp)
+    if commit:
+        commit_shard(job, result)
+    return result
+
+
+def commit_shard(job: ShardJob, result: ShardResult) -> None:
+    """Make a written shard final: flush it to disk (unless the build is
+    not durable), rename it into place, and record it as finished, in that
+    order, so that a crash at any point leaves either a temporary file
+    (deleted on resume) or a complete shard."""
+    tmp = result.temp
+    assert tmp is not None, "commit_shard: shard already committed"
+    final = Path(job.dst) / job.names[result.shard]
+    try:
+        if job.fsync:
+            fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                os.fsync(fd)  # flushes the file's data whichever descriptor wrote it
+            finally:
+                os.close(fd)
+        os.replace(tmp, final)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise PackerError(f"{final}: cannot write shard: {exc.strerror or exc}") from None
+    result.temp = None
     save_shard_record(
         Path(job.dst),
         {
-            "shard": shard,
-            "name": name,
+            "shard": result.shard,
+            "name": job.names[result.shard],
             "num_bytes": result.num_bytes,
             "sha256": result.sha256,
             "dropped": result.dropped,
             "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
         },
     )
-    return result
 
 
 def _copy_stream(fd: int, size: int, out: _ShardFile) -> None:
@@ -407,7 +436,7 @@ def _init_worker(dst: str, progress) -> None:
 
 def _run_in_worker(shard: int) -> ShardResult:
     s = _worker_state
-    return write_shard(s["table"], s["bounds"], shard, s["job"], s["progress"])  # type: ignore[arg-type]
+    return write_shard(s["table"], s["bounds"], shard, s["job"], s["progress"], commit=False)  # type: ignore[arg-type]
 
 
 def process_context() -> multiprocessing.context.BaseContext:
@@ -430,33 +459,67 @@ def write_shards(
     processes.  The saved plan is the only input, in every process.
 
     ``on_progress(bytes_written, samples_written)`` is called as work
-    proceeds.  On the first failure, shards not yet started are cancelled
-    and the error raised.
+    proceeds.  Each written shard is committed (:func:`commit_shard`) on a
+    thread of this process while the next ones are written; all are
+    committed when this returns.  On the first failure, shards not yet
+    started are cancelled and the error raised.
     """
     dst = os.fspath(dst)
     table, bounds, meta = load_plan(Path(dst))
     num_shards = len(bounds) - 1
+    job = _job(dst, meta)
     _containers.clear()
     workers = max(1, min(workers, len(shards)))
-    if workers == 1:
-        job = _job(dst, meta)
-        progress = np.zeros(2 * num_shards, dtype=np.int64)
-        results = []
-        for shard in shards:
-            results.append(write_shard(table, bounds, shard, job, progress))
-            if on_progress is not None:
-                on_progress(int(progress[:num_shards].sum()), int(progress[num_shards:].sum()))
-        return results
+    results: List[ShardResult] = []
+    commits: List[Future] = []
+    # Its threads start at the first commit, after the process pool has
+    # forked all its workers (a fork while threads run is unsafe).
+    committer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="packer-commit")
+
+    def commit(result: ShardResult) -> None:
+        results.append(result)
+        commits.append(committer.submit(commit_shard, job, result))
+        for future in [f for f in commits if f.done()]:
+            commits.remove(future)
+            future.result()  # a failed commit raises here, early
+
+    try:
+        if workers == 1:
+            progress = np.zeros(2 * num_shards, dtype=np.int64)
+            for shard in shards:
+                commit(write_shard(table, bounds, shard, job, progress, commit=False))
+                if on_progress is not None:
+                    on_progress(int(progress[:num_shards].sum()), int(progress[num_shards:].sum()))
+        else:
+            _write_in_processes(dst, shards, workers, num_shards, commit, on_progress, poll_seconds)
+        for future in commits:
+            future.result()
+    except BaseException:
+        committer.shutdown(wait=True, cancel_futures=True)  # queued shards stay temporary: resume deletes them
+        raise
+    committer.shutdown(wait=True)
+    results.sort(key=lambda r: r.shard)
+    return results
+
+
+def _write_in_processes(
+    dst: str,
+    shards: Sequence[int],
+    workers: int,
+    num_shards: int,
+    commit: Callable[[ShardResult], None],
+    on_progress: Optional[Callable[[int, int], None]],
+    poll_seconds: float,
+) -> None:
     ctx = process_context()
     shared = ctx.Array("q", 2 * num_shards, lock=False)
-    results: List[ShardResult] = []
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(dst, shared)) as pool:
         pending: set[Future] = {pool.submit(_run_in_worker, s) for s in shards}
         try:
             while pending:
                 done, pending = wait(pending, timeout=poll_seconds, return_when=FIRST_COMPLETED)
                 for future in done:
-                    results.append(future.result())
+                    commit(future.result())
                 if on_progress is not None:
                     counts = np.frombuffer(shared, dtype=np.int64)
                     on_progress(int(counts[:num_shards].sum()), int(counts[num_shards:].sum()))
@@ -464,5 +527,3 @@ def write_shards(
             for future in pending:
                 future.cancel()
             raise
-    results.sort(key=lambda r: r.shard)
-    return results

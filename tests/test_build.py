@@ -269,3 +269,35 @@ def _edit_json(path, change):
     data = json.loads(path.read_text())
     change(data)
     path.write_text(json.dumps(data))
+
+
+def test_a_written_shard_is_final_only_once_committed(tmp_path):
+    """write_shard(commit=False) leaves the shard under its temporary name
+    and unrecorded; commit_shard renames and records it, and names the
+    shard if its file is gone."""
+    import os
+
+    from packer.index import load_plan, load_shard_records
+    from packer.write import _job, commit_shard, write_shard
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(20):
+        (src / f"{i:02d}.txt").write_text(f"sample {i}")
+    dst = tmp_path / "dst"
+    plan_build(src, dst, BuildOptions(num_shards=2, quiet=True))
+    table, bounds, meta = load_plan(dst)
+    job = _job(str(dst), meta)
+    results = [write_shard(table, bounds, j, job, commit=False) for j in range(2)]
+    for result in results:
+        assert os.path.exists(result.temp) and not (dst / job.names[result.shard]).exists()
+    assert load_shard_records(dst) == {}
+    commit_shard(job, results[0])
+    assert results[0].temp is None and (dst / job.names[0]).stat().st_size == results[0].num_bytes
+    assert set(load_shard_records(dst)) == {0}
+    os.unlink(results[1].temp)
+    with pytest.raises(PackerError, match=rf"{job.names[1]}: cannot write shard"):
+        commit_shard(job, results[1])
+    assert set(load_shard_records(dst)) == {0}
+    with pytest.raises(PackerError, match="not written yet"):
+        finalize_build(dst)
