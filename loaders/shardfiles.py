@@ -204,8 +204,8 @@ def verified_hashes(index, verify: bool) -> Optional[Sequence[Optional[str]]]:
     hashes = getattr(index, "shard_sha256", None)
     if not hashes or not all(hashes):
         raise ValueError(
-            "verify=True needs the directory of a dataset made by 'python -m packer build', whose index records "
-            "every shard's SHA-256; tar files passed by name or pattern have no recorded hashes, even the "
-            "packer's own (pass their directory instead)"
+            "verify=True needs shards of a dataset made by 'python -m packer build' (its directory, or its tar files), "
+            "whose index records every shard's SHA-256; these tars are not all unchanged shards of one such dataset, "
+            "so they have no recorded hashes"
         )
     return hashes

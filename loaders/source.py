@@ -3,8 +3,9 @@
 A source is a packed dataset directory (its binary index is memory-mapped,
 no tar is read), or tar files written by anyone: a path, a list of paths, a
 glob (``shards/*.tar``) or a brace pattern (``shards-{000..099}.tar``); their
-indexes come from :mod:`loaders.tarindex`, except when they are exactly
-the shards of one packed dataset, in order: then its index is used.
+indexes come from :mod:`loaders.tarindex`, except when they are all shards
+of one packed dataset (all of them, or a subset, in any order): then the
+entries of those shards are taken from its index.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from packer.index import PackedIndex, is_dataset
 from packer.table import concat_sample_columns
 
 from .errors import ShardError
-from .tarindex import empty_tar_index, load_tar_index
+from .tarindex import TarIndex, empty_tar_index, load_tar_index
 
 Source = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
@@ -108,18 +109,22 @@ def open_index(
             )
         return _from_packed(PackedIndex(source))
     paths = expand_source(source)
-    packed = _packed_dataset_named(paths)
-    if packed is not None:
+    named = _packed_shards_named(paths)
+    if named is None:
+        return _from_tars(paths, cache_dir, skip_tar)
+    packed, shards = named
+    if shards == list(range(packed.num_shards)):
         index = _from_packed(packed)
         index.shard_paths = list(paths)  # the same files, named as the caller named them
         return index
-    return _from_tars(paths, cache_dir, skip_tar)
+    return _joined(paths, [_packed_shard(packed, j) for j in shards], [packed.shards[j].get("sha256") for j in shards])
 
 
-def _packed_dataset_named(paths: List[str]) -> Optional[PackedIndex]:
-    """The packed dataset whose shards are exactly ``paths``, in its order
-    (``shards/*.tar`` of a packed dataset): its index is then used as if
-    the directory had been passed, instead of reading every tar header."""
+def _packed_shards_named(paths: List[str]) -> Optional[Tuple[PackedIndex, List[int]]]:
+    """The packed dataset all of whose ``paths`` are shards, and which
+    shards they are (``shards/*.tar``, or a subset such as the first ten):
+    their entries are then taken from its index instead of reading every
+    tar header, and no cache file is written into the dataset."""
     parents = {os.path.dirname(os.path.abspath(p)) for p in paths}
     if len(parents) != 1:
         return None
@@ -128,14 +133,35 @@ def _packed_dataset_named(paths: List[str]) -> Optional[PackedIndex]:
         return None
     try:
         packed = PackedIndex(root)
-        shards = [os.path.realpath(packed.shard_path(j)) for j in range(packed.num_shards)]
-        if shards != [os.path.realpath(p) for p in paths]:
+        shard_of = {os.path.realpath(packed.shard_path(j)): j for j in range(packed.num_shards)}
+        shards = [shard_of.get(os.path.realpath(p)) for p in paths]
+        if None in shards:
             return None
-        if any(os.path.getsize(p) != s["num_bytes"] for p, s in zip(paths, packed.shards)):
+        if any(os.path.getsize(p) != packed.shards[j]["num_bytes"] for p, j in zip(paths, shards)):
             return None  # a shard was replaced since: read the tars as they are now
     except (OSError, ValueError, PackerError):
         return None  # a damaged index: read the tars themselves
-    return packed
+    return packed, shards  # type: ignore[return-value]
+
+
+def _packed_shard(packed: PackedIndex, shard: int) -> TarIndex:
+    """One shard's entries of a packed index, as a tar index."""
+    samples = packed.shard_samples(shard)
+    a, b = samples.start, samples.stop
+    key_offsets = np.asarray(packed.key_offsets[a : b + 1])
+    members = np.asarray(packed.sample_members[a : b + 1])
+    m0, m1 = int(members[0]), int(members[-1])
+    return TarIndex(
+        keys=np.asarray(packed.keys[int(key_offsets[0]) : int(key_offsets[-1])]),
+        key_offsets=key_offsets - key_offsets[0],
+        sample_offset=np.asarray(packed.sample_offset[a:b]),
+        sample_members=members - members[0],
+        member_ext=np.asarray(packed.member_ext[m0:m1]),
+        member_offset=np.asarray(packed.member_offset[m0:m1]),
+        member_size=np.asarray(packed.member_size[m0:m1]),
+        extensions=[ext.lower() for ext in packed.extensions],
+        tar_bytes=int(packed.shards[shard]["num_bytes"]),
+    )
 
 
 def _from_packed(index: PackedIndex) -> SampleIndex:
@@ -165,6 +191,11 @@ def _from_tars(paths: List[str], cache_dir: Optional[os.PathLike | str],
             if skip_tar is None or not skip_tar(path, exc):
                 raise
             parts.append(empty_tar_index(path))
+    return _joined(paths, parts)
+
+
+def _joined(paths: List[str], parts: List[TarIndex], sha256: Optional[List[Optional[str]]] = None) -> SampleIndex:
+    """One index over ``parts`` (one per path), samples numbered in turn."""
     keys, key_offsets, sample_members, member_ext, extensions = concat_sample_columns(parts)
 
     def cat(name: str, dtype) -> np.ndarray:
@@ -172,7 +203,7 @@ def _from_tars(paths: List[str], cache_dir: Optional[os.PathLike | str],
         return np.concatenate(arrays).astype(dtype) if arrays else np.zeros(0, dtype)
 
     return SampleIndex(
-        shard_paths=paths,
+        shard_paths=list(paths),
         shard_bytes=[p.tar_bytes for p in parts],
         extensions=extensions,
         keys=keys,
@@ -183,4 +214,5 @@ def _from_tars(paths: List[str], cache_dir: Optional[os.PathLike | str],
         member_ext=member_ext,
         member_offset=cat("member_offset", np.uint64),
         member_size=cat("member_size", np.uint64),
+        shard_sha256=sha256,
     )

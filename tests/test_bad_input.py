@@ -208,8 +208,14 @@ def test_flipped_byte_is_caught_by_verify_in_both_loaders(built, tmp_path):
     assert len(list(StreamingTarDataset(built, verify=True))) == 3000
     with pytest.raises(ShardError, match=rf"{victim.name}: SHA-256"):  # all its shards, by name: its index
         IndexedTarDataset(sorted(copy.glob("*.tar")), verify=True)[first]
-    with pytest.raises(ValueError, match="verify=True needs"):  # some of them: plain tars, no hashes
-        IndexedTarDataset(sorted(copy.glob("*.tar"))[:3], verify=True)
+    some = IndexedTarDataset(sorted(copy.glob("*.tar"))[2:4], verify=True)  # some of them: hashes from its index
+    with pytest.raises(ShardError, match=rf"{victim.name}: SHA-256"):
+        some[len(PackedIndex(copy).shard_samples(2))]  # the first sample of shard 3
+    with pytest.raises(ValueError, match="verify=True needs"):  # a foreign tar among them: no hashes
+        foreign = copy / "foreign.tar"
+        with tarfile.open(foreign, "w") as tar:
+            tar.add(__file__, arcname="x.py")
+        IndexedTarDataset([sorted(copy.glob("shard-*.tar"))[0], foreign], verify=True)
 
 
 # ------------------------------------------------------- untrusted content

@@ -14,6 +14,7 @@ import pytest
 from torch.utils.data import DataLoader
 
 from loaders import IndexedTarDataset, ShardAwareSampler, ShardError
+from packer import PackedIndex
 from packer.names import source_path
 
 from conftest import REPO, run_torchrun
@@ -467,11 +468,33 @@ def test_a_glob_of_a_packed_datasets_own_shards_uses_its_index(mixed, tmp_path):
     assert [by_glob[i] for i in range(len(by_glob))] == [by_directory[i] for i in range(len(by_directory))]
     assert by_glob.index.shard_paths == sorted(str(p) for p in copy.glob("*.tar"))  # as the caller named them
     assert not list(copy.glob("*.pkidx*"))  # no tar index written into the dataset
-    # A subset, or another order, is read as plain tars.
-    first_two = sorted(copy.glob("*.tar"))[:2]
-    subset = IndexedTarDataset([str(p) for p in first_two])
-    assert len(subset) == int(np.sum(np.asarray(by_directory.index.sample_shard) < 2))
-    assert subset[0] == {**by_directory[0], "__url__": subset[0]["__url__"]}
+
+
+
+def test_some_of_a_packed_datasets_shards_in_any_order_use_its_index(mixed, tmp_path):
+    """A subset of the shards, in the caller's order (even twice), gives the
+    same samples as reading those tars as plain tars, without reading a
+    header or writing a cache file into the dataset."""
+    copy = tmp_path / "copy"
+    shutil.copytree(mixed, copy)
+    tars = sorted(copy.glob("*.tar"))
+    chosen = [tars[3], tars[1], tars[3]]
+    subset = IndexedTarDataset([str(p) for p in chosen], verify=True)
+    assert not list(copy.glob("*.pkidx*"))
+    assert subset.index.shard_paths == [str(p) for p in chosen]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for k, p in enumerate(chosen):  # the same tars outside the dataset: indexed from their headers
+        shutil.copy(p, plain / f"{k}-{p.name}")
+    as_tars = IndexedTarDataset(sorted(str(p) for p in plain.glob("*.tar")))
+    assert len(subset) == len(as_tars) == 2 * len(PackedIndex(copy).shard_samples(3)) + len(PackedIndex(copy).shard_samples(1))
+
+    def without_url(sample):
+        return {k: v for k, v in sample.items() if k != "__url__"}
+
+    assert [without_url(subset[i]) for i in range(len(subset))] == [without_url(as_tars[i]) for i in range(len(as_tars))]
+    assert subset.__getitems__(list(range(len(subset)))) == [subset[i] for i in range(len(subset))]
+    assert [subset[i]["__url__"] for i in (0, len(subset) - 1)] == [str(tars[3])] * 2
 
 
 def test_extensions_read_lowercased_from_the_index_as_from_the_tars(tmp_path):
