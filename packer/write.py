@@ -25,7 +25,7 @@ import sys
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, MutableSequence, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, MutableSequence, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -382,17 +382,18 @@ def commit_shard(job: ShardJob, result: ShardResult) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise PackerError(f"{final}: cannot write shard: {exc.strerror or exc}") from None
     result.temp = None
-    save_shard_record(
-        Path(job.dst),
-        {
-            "shard": result.shard,
-            "name": job.names[result.shard],
-            "num_bytes": result.num_bytes,
-            "sha256": result.sha256,
-            "dropped": result.dropped,
-            "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
-        },
-    )
+    record = {
+        "shard": result.shard,
+        "name": job.names[result.shard],
+        "num_bytes": result.num_bytes,
+        "sha256": result.sha256,
+        "dropped": result.dropped,
+        "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
+    }
+    try:
+        save_shard_record(Path(job.dst), record)
+    except OSError as exc:
+        raise PackerError(f"{final}: written, but cannot record it as finished: {exc.strerror or exc}") from None
 
 
 def _copy_stream(fd: int, size: int, out: _ShardFile) -> None:
@@ -462,44 +463,72 @@ def write_shards(
     proceeds.  Each written shard is committed (:func:`commit_shard`) on a
     thread of this process while the next ones are written; all are
     committed when this returns.  On the first failure, shards not yet
-    started are cancelled and the error raised.
+    started are cancelled, those already written (or being written) are
+    still committed, so that ``--resume`` keeps them, and the error raised.
     """
     dst = os.fspath(dst)
     table, bounds, meta = load_plan(Path(dst))
     num_shards = len(bounds) - 1
-    job = _job(dst, meta)
     _containers.clear()
     workers = max(1, min(workers, len(shards)))
-    results: List[ShardResult] = []
-    commits: List[Future] = []
-    # Its threads start at the first commit, after the process pool has
-    # forked all its workers (a fork while threads run is unsafe).
-    committer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="packer-commit")
-
-    def commit(result: ShardResult) -> None:
-        results.append(result)
-        commits.append(committer.submit(commit_shard, job, result))
-        for future in [f for f in commits if f.done()]:
-            commits.remove(future)
-            future.result()  # a failed commit raises here, early
-
+    committer = _Committer(_job(dst, meta))
     try:
         if workers == 1:
             progress = np.zeros(2 * num_shards, dtype=np.int64)
             for shard in shards:
-                commit(write_shard(table, bounds, shard, job, progress, commit=False))
+                committer.submit(write_shard(table, bounds, shard, committer.job, progress, commit=False))
+                committer.raise_failure()
                 if on_progress is not None:
                     on_progress(int(progress[:num_shards].sum()), int(progress[num_shards:].sum()))
         else:
-            _write_in_processes(dst, shards, workers, num_shards, commit, on_progress, poll_seconds)
-        for future in commits:
-            future.result()
+            _write_in_processes(dst, shards, workers, num_shards, committer, on_progress, poll_seconds)
     except BaseException:
-        committer.shutdown(wait=True, cancel_futures=True)  # queued shards stay temporary: resume deletes them
+        committer.wait()  # shards written before the failure are kept
         raise
-    committer.shutdown(wait=True)
-    results.sort(key=lambda r: r.shard)
-    return results
+    committer.wait()
+    committer.raise_failure()
+    return sorted(committer.results, key=lambda r: r.shard)
+
+
+class _Committer:
+    """Commits written shards on threads while the next ones are written.
+
+    Its threads start at the first commit, after a process pool has forked
+    all its workers (a fork while threads run is unsafe)."""
+
+    def __init__(self, job: ShardJob) -> None:
+        self.job = job
+        self.results: List[ShardResult] = []
+        self.futures: List[Future] = []
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="packer-commit")
+
+    def submit(self, result: ShardResult) -> None:
+        self.results.append(result)
+        self.futures.append(self.pool.submit(commit_shard, self.job, result))
+
+    def raise_failure(self) -> None:
+        """Raise the error of a finished commit that failed, if any."""
+        for future in [f for f in self.futures if f.done()]:
+            self.futures.remove(future)
+            future.result()
+
+    def wait(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def _submit_written(futures: Iterable[Future], committer: _Committer) -> Optional[BaseException]:
+    """Hand every shard among ``futures`` that was written to the committer;
+    returns the first failure among them, if any."""
+    failure: Optional[BaseException] = None
+    for future in futures:
+        if not future.done() or future.cancelled():
+            continue
+        error = future.exception()
+        if error is None:
+            committer.submit(future.result())
+        elif failure is None:
+            failure = error
+    return failure
 
 
 def _write_in_processes(
@@ -507,7 +536,7 @@ def _write_in_processes(
     shards: Sequence[int],
     workers: int,
     num_shards: int,
-    commit: Callable[[ShardResult], None],
+    committer: _Committer,
     on_progress: Optional[Callable[[int, int], None]],
     poll_seconds: float,
 ) -> None:
@@ -518,12 +547,16 @@ def _write_in_processes(
         try:
             while pending:
                 done, pending = wait(pending, timeout=poll_seconds, return_when=FIRST_COMPLETED)
-                for future in done:
-                    commit(future.result())
+                failure = _submit_written(done, committer)
+                if failure is not None:
+                    raise failure
+                committer.raise_failure()
                 if on_progress is not None:
                     counts = np.frombuffer(shared, dtype=np.int64)
                     on_progress(int(counts[:num_shards].sum()), int(counts[num_shards:].sum()))
         except BaseException:
             for future in pending:
                 future.cancel()
+            pool.shutdown(wait=True)  # the shards being written finish: keep them too
+            _submit_written(pending, committer)
             raise

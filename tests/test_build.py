@@ -301,3 +301,29 @@ def test_a_written_shard_is_final_only_once_committed(tmp_path):
     assert set(load_shard_records(dst)) == {0}
     with pytest.raises(PackerError, match="not written yet"):
         finalize_build(dst)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_shards_written_before_a_failure_are_kept_for_resume(tmp_path, workers):
+    """A build that stops on a bad file still commits (renames and records)
+    every shard that was written and leaves no temporary file, so that
+    --resume has only the rest to write."""
+    import os
+
+    from packer.index import load_shard_records
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(64):
+        (src / f"{i:03d}.bin").write_bytes(os.urandom(50_000))
+    dst = tmp_path / "dst"
+    plan_build(src, dst, BuildOptions(num_shards=8, shuffle=False, quiet=True))
+    with open(src / "000.bin", "ab") as f:  # the first file of shard 0 grows
+        f.write(b"more")
+    with pytest.raises(PackerError, match=r"000\.bin: changed during the build .*shard shard-000000\.tar"):
+        write_planned(dst, workers=workers)
+    assert not list(dst.glob(".*.tmp"))
+    kept = set(load_shard_records(dst))
+    assert {int(p.name[6:12]) for p in dst.glob("shard-*.tar")} == kept and 0 not in kept
+    if workers == 2:
+        assert kept  # the other worker's shard was written meanwhile, and kept

@@ -324,13 +324,20 @@ def test_batched_fetch_names_a_shard_cut_while_open(mixed, tmp_path, kind):
     dataset = IndexedTarDataset(copy)
     index = dataset.index
     members = np.asarray(index.sample_members)
-    sizes = np.asarray(index.member_size)
-    spans = {"single": lambda lo, hi: hi - lo == 1,
-             "joint": lambda lo, hi: hi - lo > 1 and sizes[lo:hi].max() < 16384,
-             "separate": lambda lo, hi: sizes[lo:hi].max() >= 16384}[kind]
-    victim = next(i for i in range(len(dataset)) if spans(int(members[i]), int(members[i + 1])))
+    offsets, sizes = np.asarray(index.member_offset), np.asarray(index.member_size)
+
+    def how(i):  # how a batch reads sample i: the rule in _raw_batch
+        lo, hi = int(members[i]), int(members[i + 1])
+        if hi - lo == 1:
+            return "single"
+        return "joint" if offsets[hi - 1] + sizes[hi - 1] - offsets[lo] < 16384 else "separate"
+
+    victim = next(i for i in range(len(dataset)) if how(i) == kind)
     shard = int(index.sample_shard[victim])
-    others = [i for i in range(len(dataset)) if index.sample_shard[i] != shard][:9]
+    # Samples of other shards; only one-file samples with "single", since a
+    # batch takes the lean loop only when every sample has one file.
+    others = [i for i in range(len(dataset)) if index.sample_shard[i] != shard and (kind != "single" or how(i) == kind)][:9]
+    assert len(others) == 9
     dataset.__getitems__(others + [victim])  # opens the shard
     with open(copy / index.shard_paths[shard].rsplit("/", 1)[-1], "r+b") as f:
         f.truncate(int(np.asarray(index.member_offset)[members[victim]]) + 1)
