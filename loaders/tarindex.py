@@ -22,7 +22,7 @@ import warnings
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -33,7 +33,10 @@ from packer.tarfmt import TarFormatError, iter_members
 from .errors import ShardError
 
 CACHE_SUFFIX = ".pkidx.npz"
-CACHE_VERSION = 2  # 2: the split-sample warning is cached too
+_NO_DATA = (b"5", b"D")  # directories (GNU dumpdir too): nothing of a sample is lost
+_KINDS = {b"1": "a hard link", b"2": "a symbolic link", b"3": "a character device", b"4": "a block device",
+          b"6": "a FIFO", b"S": "a GNU sparse file"}
+CACHE_VERSION = 3  # 2: the split-sample warning is cached too; 3: so is the left-out-members one
 _WDS_META_RE = re.compile(r"__[^/]*__($|/)")
 _COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
 
@@ -82,8 +85,11 @@ def build_tar_index(path: os.PathLike | str) -> TarIndex:
         current_exts: set = set()
         started: set = set()  # keys that began a sample
         split: List[str] = []  # keys whose members are not next to each other
+        left_out: List[Tuple[str, bytes]] = []  # (name, typeflag) of links, devices, sparse files...
         for member in iter_members(lambda off, n: os.pread(fd, n, off), size):
             if not member.is_file:
+                if member.typeflag not in _NO_DATA:
+                    left_out.append((member.name, member.typeflag))
                 continue
             name = member.name
             if name.startswith("/") or ".." in name.split("/"):
@@ -115,13 +121,21 @@ def build_tar_index(path: os.PathLike | str) -> TarIndex:
             member_size.append(member.size)
         if current_key is not None:
             sample_members.append(len(member_size))
-        warning = ""
+        problems = []
         if split:
-            warning = (
+            problems.append(
                 f"{path}: the members of {len(split)} key(s) are not next to each other (e.g. {split[0]!r}); "
                 "as in webdataset, each run of members with one key is read as a separate sample. Write "
                 "tars with each sample's files together (e.g. GNU tar --sort=name, or python -m packer build)."
             )
+        if left_out:
+            name, typeflag = left_out[0]
+            problems.append(
+                f"{path}: {len(left_out)} member(s) that are not regular files were left out (e.g. {name!r}, "
+                f"{_KINDS.get(typeflag, f'of type {typeflag!r}')}), as webdataset leaves them out; their data is "
+                "not in these samples. Archive the files themselves (GNU tar --hard-dereference --dereference)."
+            )
+        warning = "\n".join(problems)
     except TarFormatError as exc:
         raise ShardError(f"{path}: {exc}") from None
     finally:

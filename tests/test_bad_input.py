@@ -6,6 +6,7 @@ import io
 import json
 import os
 import tarfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -263,3 +264,32 @@ def test_foreign_tar_with_a_sample_split_apart_warns(tmp_path):
             dataset = IndexedTarDataset(tmp_path / "t.tar")
         assert len(dataset) == 3  # read as webdataset reads it
     assert list(tmp_path.glob("t.tar.pkidx.npz"))
+
+
+def test_foreign_tar_with_links_warns_that_they_are_left_out(tmp_path):
+    """Hard and symbolic links carry no data of their own: like webdataset,
+    the loaders leave them out, but say so instead of losing samples
+    silently.  Directories are not worth a word."""
+    from loaders import IndexedTarDataset
+
+    with tarfile.open(tmp_path / "t.tar", "w") as tar:
+        folder = tarfile.TarInfo("d")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+        info = tarfile.TarInfo("d/a.txt")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+        for name, kind in (("d/b.txt", tarfile.LNKTYPE), ("d/c.txt", tarfile.SYMTYPE)):
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = kind, "d/a.txt"
+            tar.addfile(link)
+    for attempt in ("builds the index", "loads it from the cache"):
+        with pytest.warns(UserWarning, match=r"t\.tar: 2 member\(s\) that are not regular files were left out \(e\.g\. 'd/b\.txt', a hard link\)"):
+            dataset = IndexedTarDataset(tmp_path / "t.tar")
+        assert [dataset[i]["__key__"] for i in range(len(dataset))] == ["d/a"]
+    with tarfile.open(tmp_path / "plain.tar", "w") as tar:
+        tar.addfile(folder)
+        tar.addfile(info, io.BytesIO(b"abc"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(IndexedTarDataset(tmp_path / "plain.tar")) == 1
