@@ -183,8 +183,10 @@ def check_paths(src: Path, dst: Path, overwrite: bool) -> List[Path]:
     if not entries:
         return []
     if not overwrite:
-        unfinished = " (it holds an unfinished build)" if PLAN_DIR in entries else ""
-        raise UsageError(f"{dst}: destination is not empty{unfinished}; use --overwrite to replace a previous build")
+        if PLAN_DIR in entries:
+            raise UsageError(f"{dst}: destination holds an unfinished build; add --resume to finish it "
+                             "(keeping its finished shards), or --overwrite to start again")
+        raise UsageError(f"{dst}: destination is not empty; use --overwrite to replace a previous build")
     ours = _previous_build_files(dst)
     if not ours:
         raise UsageError(f"{dst}: --overwrite only replaces a previous build, and this directory holds none")

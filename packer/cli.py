@@ -248,5 +248,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {printable(where + (exc.strerror or str(exc)))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        hint = "; run the same command with --resume to finish the build" if args.command == "build" else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130

@@ -396,15 +396,13 @@ def scan_tree(
         result = walker.finish()
         result.classes = classes
         return result
-    from concurrent.futures import ProcessPoolExecutor
-
-    from .write import process_context
+    from .pool import results_in_order, worker_pool
 
     parts: List[ScanResult] = []
-    with ProcessPoolExecutor(min(workers, len(units)), mp_context=process_context()) as pool:
+    with worker_pool(min(workers, len(units))) as (pool, check_interrupt):
         futures = [pool.submit(_scan_unit, str(root), rules, rel_dir, recursive) for rel_dir, recursive in units]
-        for future in futures:  # in scan order, so the first error raised is the serial one
-            part = future.result()
+        # In scan order, so the first error raised is the serial one.
+        for part in results_in_order(futures, check_interrupt):
             if progress is not None:
                 progress(part.entries_seen)
             parts.append(part)

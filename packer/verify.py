@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import List, Optional
 
@@ -18,7 +17,7 @@ from .index import WIDS_FILE, PackedIndex
 from .names import member_name, reader_split
 from .progress import progress_bar
 from .tarfmt import TarFormatError, iter_members
-from .write import process_context
+from .pool import results_in_order, worker_pool
 
 _HASH_CHUNK = 4 << 20
 
@@ -166,11 +165,9 @@ def verify_dataset(root: os.PathLike | str, *, workers: int = 1, quiet: bool = T
                 problems += verify_shard(index, shard)
                 bar.update(1)
         else:
-            pool = ProcessPoolExecutor(
-                min(workers, index.num_shards), mp_context=process_context(), initializer=_init, initargs=(str(root),)
-            )
-            with pool:
-                for found in pool.map(_verify_in_worker, shards):
+            with worker_pool(min(workers, index.num_shards), _init, (str(root),)) as (pool, check_interrupt):
+                futures = [pool.submit(_verify_in_worker, shard) for shard in shards]
+                for found in results_in_order(futures, check_interrupt):
                     problems += found
                     bar.update(1)
     return problems

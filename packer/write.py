@@ -4,9 +4,9 @@ A shard's bytes depend only on the saved plan, so any number of workers
 gives byte-identical output.  Each shard is written to a hidden temporary
 name and its size checked against the plan; then it is flushed to disk
 (fsync), renamed into place and recorded as finished (``commit_shard``).
-The commit runs on a thread of the parent process while the workers go on
-with the next shards, so waiting for the disk overlaps with packing instead
-of stalling a worker after every shard.  Each source file is checked as it
+With several workers the parent process commits each shard while the
+workers go on with the next ones, so waiting for the disk overlaps with
+packing instead of stalling a worker after every shard.  Each source file is checked as it
 is opened: it must still be a regular file with the size and modification
 time the scan saw, and it must not grow while it is read.  (``fsync`` can
 be turned off for scratch builds where durability after a power loss does
@@ -18,11 +18,9 @@ recorded.
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import stat
-import sys
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, MutableSequence, Optional, Sequence, Tuple
@@ -32,6 +30,7 @@ import numpy as np
 from .errors import PackerError
 from .index import load_plan, save_shard_record, temp_path
 from .names import unescape_key
+from .pool import POLL_SECONDS, process_context, worker_pool
 from .scan import Skipped
 from .sources import RowContainer
 from .table import MEMBER_FILE, MEMBER_LABEL, MEMBER_ROW, SampleTable
@@ -440,95 +439,40 @@ def _run_in_worker(shard: int) -> ShardResult:
     return write_shard(s["table"], s["bounds"], shard, s["job"], s["progress"], commit=False)  # type: ignore[arg-type]
 
 
-def process_context() -> multiprocessing.context.BaseContext:
-    """fork where it is safe and fast (Linux; the parent holds no threads
-    then), spawn elsewhere."""
-    if sys.platform.startswith("linux"):
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("spawn")
-
-
 def write_shards(
     dst: os.PathLike | str,
     shards: Sequence[int],
     *,
     workers: int,
     on_progress: Optional[Callable[[int, int], None]] = None,
-    poll_seconds: float = 0.2,
 ) -> List[ShardResult]:
     """Write ``shards`` of the plan saved in ``dst`` with up to ``workers``
     processes.  The saved plan is the only input, in every process.
 
     ``on_progress(bytes_written, samples_written)`` is called as work
-    proceeds.  Each written shard is committed (:func:`commit_shard`) on a
-    thread of this process while the next ones are written; all are
-    committed when this returns.  On the first failure, shards not yet
-    started are cancelled, those already written (or being written) are
-    still committed, so that ``--resume`` keeps them, and the error raised.
+    proceeds.  With several workers, this process commits each written
+    shard (:func:`commit_shard`) while the workers go on with the next
+    ones.  On the first failure, shards not yet started are cancelled,
+    those already written (or being written) are still committed, so that
+    ``--resume`` keeps them, and the error is raised.  On Ctrl-C the
+    workers are stopped at once.
     """
     dst = os.fspath(dst)
     table, bounds, meta = load_plan(Path(dst))
     num_shards = len(bounds) - 1
+    job = _job(dst, meta)
     _containers.clear()
     workers = max(1, min(workers, len(shards)))
-    committer = _Committer(_job(dst, meta))
-    try:
-        if workers == 1:
-            progress = np.zeros(2 * num_shards, dtype=np.int64)
-            for shard in shards:
-                committer.submit(write_shard(table, bounds, shard, committer.job, progress, commit=False))
-                committer.raise_failure()
-                if on_progress is not None:
-                    on_progress(int(progress[:num_shards].sum()), int(progress[num_shards:].sum()))
-        else:
-            _write_in_processes(dst, shards, workers, num_shards, committer, on_progress, poll_seconds)
-    except BaseException:
-        committer.wait()  # shards written before the failure are kept
-        raise
-    committer.wait()
-    committer.raise_failure()
-    return sorted(committer.results, key=lambda r: r.shard)
-
-
-class _Committer:
-    """Commits written shards on threads while the next ones are written.
-
-    Its threads start at the first commit, after a process pool has forked
-    all its workers (a fork while threads run is unsafe)."""
-
-    def __init__(self, job: ShardJob) -> None:
-        self.job = job
-        self.results: List[ShardResult] = []
-        self.futures: List[Future] = []
-        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="packer-commit")
-
-    def submit(self, result: ShardResult) -> None:
-        self.results.append(result)
-        self.futures.append(self.pool.submit(commit_shard, self.job, result))
-
-    def raise_failure(self) -> None:
-        """Raise the error of a finished commit that failed, if any."""
-        for future in [f for f in self.futures if f.done()]:
-            self.futures.remove(future)
-            future.result()
-
-    def wait(self) -> None:
-        self.pool.shutdown(wait=True)
-
-
-def _submit_written(futures: Iterable[Future], committer: _Committer) -> Optional[BaseException]:
-    """Hand every shard among ``futures`` that was written to the committer;
-    returns the first failure among them, if any."""
-    failure: Optional[BaseException] = None
-    for future in futures:
-        if not future.done() or future.cancelled():
-            continue
-        error = future.exception()
-        if error is None:
-            committer.submit(future.result())
-        elif failure is None:
-            failure = error
-    return failure
+    if workers > 1:
+        results = _write_in_processes(dst, shards, workers, num_shards, job, on_progress)
+        return sorted(results, key=lambda r: r.shard)
+    progress = np.zeros(2 * num_shards, dtype=np.int64)
+    results = []
+    for shard in shards:
+        results.append(write_shard(table, bounds, shard, job, progress))
+        if on_progress is not None:
+            on_progress(int(progress[:num_shards].sum()), int(progress[num_shards:].sum()))
+    return results
 
 
 def _write_in_processes(
@@ -536,27 +480,48 @@ def _write_in_processes(
     shards: Sequence[int],
     workers: int,
     num_shards: int,
-    committer: _Committer,
+    job: ShardJob,
     on_progress: Optional[Callable[[int, int], None]],
-    poll_seconds: float,
-) -> None:
-    ctx = process_context()
-    shared = ctx.Array("q", 2 * num_shards, lock=False)
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(dst, shared)) as pool:
+) -> List[ShardResult]:
+    shared = process_context().Array("q", 2 * num_shards, lock=False)
+    results: List[ShardResult] = []
+    with worker_pool(workers, _init_worker, (dst, shared)) as (pool, check_interrupt):
         pending: set[Future] = {pool.submit(_run_in_worker, s) for s in shards}
         try:
             while pending:
-                done, pending = wait(pending, timeout=poll_seconds, return_when=FIRST_COMPLETED)
-                failure = _submit_written(done, committer)
+                done, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                failure = _commit_written(done, job, results)
                 if failure is not None:
                     raise failure
-                committer.raise_failure()
+                check_interrupt()
                 if on_progress is not None:
                     counts = np.frombuffer(shared, dtype=np.int64)
                     on_progress(int(counts[:num_shards].sum()), int(counts[num_shards:].sum()))
-        except BaseException:
+        except Exception:
             for future in pending:
                 future.cancel()
-            pool.shutdown(wait=True)  # the shards being written finish: keep them too
-            _submit_written(pending, committer)
+            wait(pending)  # the shards being written finish: keep them too
+            _commit_written(pending, job, results)
             raise
+    return results
+
+
+def _commit_written(futures: Iterable[Future], job: ShardJob, results: List[ShardResult]) -> Optional[BaseException]:
+    """Commit every shard among ``futures`` that was written, adding it to
+    ``results``; returns the first failure among them, if any."""
+    failure: Optional[BaseException] = None
+    for future in futures:
+        if not future.done() or future.cancelled():
+            continue
+        error = future.exception()
+        if error is None:
+            result = future.result()
+            try:
+                commit_shard(job, result)
+            except PackerError as exc:
+                error = exc
+            else:
+                results.append(result)
+        if error is not None and failure is None:
+            failure = error
+    return failure

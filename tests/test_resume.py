@@ -57,6 +57,40 @@ def test_sigkill_at_any_point_then_resume_gives_identical_output(blob_src, refer
     assert not [p for p in os.listdir(dst) if p.endswith(".tmp")]
 
 
+@pytest.mark.parametrize("point", ["plan saved", 3, 10, 25])
+def test_ctrl_c_to_a_parallel_build_stops_it_cleanly_then_resume(blob_src, reference, tmp_path, point):
+    """Ctrl-C in a terminal signals the whole process group, workers
+    included.  The build must stop promptly (a worker killed while holding
+    the pool's queue lock used to hang it), say so in one line, and resume
+    to identical output."""
+    dst = tmp_path / "dst"
+    command = [sys.executable, "-m", "packer", "build", str(blob_src), str(dst), "--num-shards", "40", "--workers", "2", "-q"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    if point == "plan saved":
+        ready = lambda: (dst / ".plan" / "plan.json").exists()  # noqa: E731
+    else:
+        ready = lambda: dst.is_dir() and sum(n.endswith(".tar") for n in os.listdir(dst)) >= point  # noqa: E731
+    deadline = time.monotonic() + 60
+    while not ready() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"the build hung after Ctrl-C ({point})")
+    if process.returncode != 0:  # it may have finished just before the signal
+        assert process.returncode == 130, stderr
+        assert "Traceback" not in stderr and stderr.startswith("interrupted; run the same command with --resume"), stderr
+        again = run_cli(*command[3:])  # without --resume: told how to finish it
+        assert again.returncode == 2 and "unfinished build; add --resume to finish it" in again.stderr, again.stderr
+    result = run_cli(*command[3:], "--resume")
+    assert result.returncode == 0, result.stderr
+    assert tree_digests(dst) == reference
+    assert not [p for p in os.listdir(dst) if p.endswith(".tmp")]
+
+
 def test_resume_keeps_finished_shards_and_rewrites_damaged_ones(blob_src, reference, tmp_path):
     from packer import BuildOptions, plan_build, write_planned
 
