@@ -19,7 +19,7 @@ from typing import Callable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from packer.errors import PackerError
-from packer.index import PackedIndex, is_dataset
+from packer.index import PLAN_DIR, PackedIndex, is_dataset
 from packer.table import concat_sample_columns
 
 from .errors import ShardError
@@ -102,6 +102,11 @@ def open_index(
     with no samples (the caller must decide alike in every process, so that
     shares stay equal)."""
     if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        if not is_dataset(source) and (Path(source) / PLAN_DIR).is_dir():
+            raise ValueError(
+                f"{os.fspath(source)}: its build did not finish (no index.json yet); finish it with "
+                f"'python -m packer build SRC {os.fspath(source)} --resume' (its tar files may be incomplete)"
+            )
         if not is_dataset(source):
             raise ValueError(
                 f"{os.fspath(source)}: a directory without index.json; pass a dataset made by "

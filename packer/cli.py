@@ -174,11 +174,14 @@ def _run_build(args: argparse.Namespace) -> int:
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     manifest, sizes = report.manifest, report.shard_sizes
-    rate = report.source_bytes / max(report.seconds, 1e-9)
+    if not args.resume:
+        timing = f" in {report.seconds:.2f} s ({format_size(report.source_bytes / max(report.seconds, 1e-9))}/s)"
+    else:  # it packed only part of the bytes: no rate (and no time at all when there was nothing to do)
+        timing = f" in {report.seconds:.2f} s" if report.seconds > 0 else ""
     print(
         f"packed {manifest['num_samples']:,} samples ({manifest['num_members']:,} files, "
-        f"{format_size(report.source_bytes)}) into {len(sizes):,} shard{'s' if len(sizes) != 1 else ''} in {args.dst} "
-        f"in {report.seconds:.2f} s ({format_size(rate)}/s)"
+        f"{format_size(report.source_bytes)}) into {len(sizes):,} shard{'s' if len(sizes) != 1 else ''} in {args.dst}"
+        f"{timing}"
     )
     print(f"shard sizes {format_size(min(sizes))} .. {format_size(max(sizes))} (max/min {max(sizes) / min(sizes):.3f})")
     if manifest["skipped"]:
@@ -226,7 +229,7 @@ def _check_dataset_argument(dst: str) -> None:
     from .index import MANIFEST_FILE, PLAN_DIR
 
     if not os.path.isdir(dst):
-        raise UsageError(f"{dst}: no such directory")
+        raise UsageError(f"{dst}: {'not a directory (pass the dataset directory)' if os.path.exists(dst) else 'no such directory'}")
     if not os.path.exists(os.path.join(dst, MANIFEST_FILE)) and not os.path.isdir(os.path.join(dst, PLAN_DIR)):
         raise UsageError(f"{dst}: no {MANIFEST_FILE} (not a dataset made by packer build)")
 

@@ -34,8 +34,8 @@ number of bytes delivered equals the other methods'.
 A third method, ``reads``, is a reference rather than a reader: one
 ``os.pread`` per member at offsets looked up beforehand in per-sample Python
 lists, nothing else (``ReadsAlone``).  Any reader that hands out each member
-as ``bytes`` read with ``pread`` is slower than that, so wids' rate over it
-is the ceiling of what ratio such a reader can show here.  On 40 kB samples
+as ``bytes`` read with ``pread`` is slower than that, so its rate over
+wids' is the ceiling of what ratio such a reader can show here.  On 40 kB samples
 most of a sample's cost is copying its bytes out of the page cache, which
 no reader avoids, and that ceiling is near or below 3x.
 
@@ -218,9 +218,9 @@ class ReadsAlone:
     offsets looked up beforehand in per-sample Python lists, returning
     ``{ext: bytes}`` with no key, no checks, no index arrays.  No reader that
     returns each member as ``bytes`` read with ``pread`` can be faster, so
-    wids' rate divided by this one's is the highest ratio such a reader can
+    its rate divided by wids' is the highest ratio such a reader can
     show on this machine.  (The per-sample lists are what a real loader must
-    not keep: see docs/loading.md on memory.)"""
+    not keep: see "Per-sample data" in docs/architecture.md.)"""
 
     def __init__(self, root: Path) -> None:
         from loaders import IndexedTarDataset

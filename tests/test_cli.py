@@ -103,6 +103,8 @@ def test_info_and_verify_on_a_directory_that_is_not_a_dataset(tmp_path):
     assert_one_line_error(run_cli("verify", str(tmp_path)), 1, "the build did not finish")
     assert_one_line_error(run_cli("verify", str(tmp_path / "missing")), 2, "no such directory")
     assert_one_line_error(run_cli("info", str(tmp_path / "missing")), 2, "no such directory")
+    (tmp_path / "index.json").write_text("{}")
+    assert_one_line_error(run_cli("info", str(tmp_path / "index.json")), 2, "not a directory (pass the dataset directory)")
 
 
 def test_build_summary_and_info(tmp_path):

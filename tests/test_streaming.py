@@ -230,6 +230,9 @@ def test_bad_arguments_are_refused(built, tmp_path):
         StreamingTarDataset(built, shuffle_buffer=0)
     with pytest.raises(ValueError, match="index.json"):
         StreamingTarDataset(tmp_path)
+    (tmp_path / ".plan").mkdir()  # an interrupted build: not its partial tars, but --resume
+    with pytest.raises(ValueError, match=r"its build did not finish .*--resume"):
+        IndexedTarDataset(tmp_path)
     with pytest.raises(ValueError, match="already batched"):
         StreamingTarDataset(built).batched(4).batched(2)
 
