@@ -33,7 +33,7 @@ from packer.tarfmt import TarFormatError, iter_members
 from .errors import ShardError
 
 CACHE_SUFFIX = ".pkidx.npz"
-_NO_DATA = (b"5", b"D")  # directories (GNU dumpdir too): nothing of a sample is lost
+_NO_DATA = (b"5", b"D", b"V")  # directories (GNU dumpdir too), volume labels: nothing of a sample is lost
 _KINDS = {b"1": "a hard link", b"2": "a symbolic link", b"3": "a character device", b"4": "a block device",
           b"6": "a FIFO", b"S": "a GNU sparse file"}
 CACHE_VERSION = 3  # 2: the split-sample warning is cached too; 3: so is the left-out-members one

@@ -234,6 +234,19 @@ def _check_dataset_argument(dst: str) -> None:
         raise UsageError(f"{dst}: no {MANIFEST_FILE} (not a dataset made by packer build)")
 
 
+def _resume_hint(args: argparse.Namespace) -> str:
+    """What to do after a build was interrupted: resume it once its plan
+    is saved; before that nothing of it was written (with --overwrite, the
+    previous dataset may still be there), so run it again."""
+    from .index import PLAN_DIR
+
+    if not os.path.isdir(os.path.join(args.dst, PLAN_DIR)):
+        return "; nothing was written yet: run the same command again"
+    if args.overwrite:
+        return "; run the same command with --resume instead of --overwrite to finish the build"
+    return "; run the same command with --resume to finish the build"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -251,6 +264,5 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {printable(where + (exc.strerror or str(exc)))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        hint = "; run the same command with --resume to finish the build" if args.command == "build" else ""
-        print(f"interrupted{hint}", file=sys.stderr)
+        print(f"interrupted{_resume_hint(args) if args.command == 'build' else ''}", file=sys.stderr)
         return 130

@@ -5,7 +5,8 @@ Two things could then hang a build:
 
 * a worker interrupted while holding the lock of the pool's result queue
   leaves the other workers waiting for it forever, so workers ignore
-  SIGINT and leave it to the parent;
+  SIGINT and leave it to the parent (they are started with SIGINT ignored,
+  so that a spawned worker is never without protection);
 * in the parent, a ``KeyboardInterrupt`` raised wherever the main thread
   happens to be can land just after it took a lock of
   ``concurrent.futures`` (waiting on futures takes several), which is then
@@ -15,12 +16,14 @@ Two things could then hang a build:
 
 On Ctrl-C the parent terminates the workers (:func:`stop_workers`) instead
 of waiting for them: whatever they were writing stays under a temporary
-name, which ``--resume`` deletes.
+name, which ``--resume`` deletes.  After another error the parent waits for
+the running tasks, but a Ctrl-C then still stops them at once.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import signal
 import sys
 import threading
@@ -46,19 +49,38 @@ def worker_pool(
     """``(pool, check)``: a process pool whose workers ignore Ctrl-C, and a
     function that raises ``KeyboardInterrupt`` if Ctrl-C was pressed since.
     On ``KeyboardInterrupt`` the workers are terminated; on another error,
-    tasks not started are cancelled and the running ones waited for."""
+    tasks not started are cancelled and the running ones waited for (a
+    Ctrl-C meanwhile terminates them)."""
     with deferred_interrupts() as check:
         pool = ProcessPoolExecutor(workers, mp_context=process_context(), initializer=_start_worker,
                                    initargs=(initializer, tuple(initargs)))
+        processes = getattr(pool, "_processes", None)  # not public API: {pid: Process}, filled at launch
+        _launch(pool, workers)
         try:
             yield pool, check
         except KeyboardInterrupt:
-            stop_workers(pool)
+            stop_workers(pool, processes)
             raise
         except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
+            finish_after_error(pool, processes, check)
             raise
         pool.shutdown(wait=True)
+
+
+def finish_after_error(pool: ProcessPoolExecutor, processes: Optional[dict], check: Callable[[], None]) -> None:
+    """Cancel the tasks not started and wait for the running ones, checking
+    for Ctrl-C, which terminates them.  Only the pool's own thread cancels
+    (``cancel_futures``): Python 3.11's pool reports futures cancelled from
+    outside as an error if a worker then dies."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    try:
+        while processes and any(p.is_alive() for p in list(processes.values())):
+            multiprocessing.connection.wait([p.sentinel for p in list(processes.values())], timeout=POLL_SECONDS)
+            check()
+    except KeyboardInterrupt:
+        stop_workers(pool, processes)
+        raise
+    pool.shutdown(wait=True)
 
 
 def results_in_order(futures: Iterable[Future], check: Callable[[], None]) -> Iterator[Any]:
@@ -70,16 +92,35 @@ def results_in_order(futures: Iterable[Future], check: Callable[[], None]) -> It
         yield future.result()
 
 
-def stop_workers(pool: ProcessPoolExecutor) -> None:
+def stop_workers(pool: ProcessPoolExecutor, processes: Optional[dict]) -> None:
     """Terminate the pool's workers now (on Ctrl-C: waiting for them could
     take a whole shard).  Tasks not started fail with BrokenProcessPool;
     they are not cancelled first, which Python 3.11's pool reports as an
     error once its workers are gone."""
-    processes = getattr(pool, "_processes", None) or {}  # not public API: {pid: Process}
-    for process in list(processes.values()):
+    for process in list((processes or {}).values()):
         if process.is_alive():
             process.terminate()
     pool.shutdown(wait=True)
+
+
+def _launch(pool: ProcessPoolExecutor, workers: int) -> None:
+    """Start the workers now, with SIGINT ignored: a spawned worker would
+    otherwise take a Ctrl-C as a KeyboardInterrupt until its initializer
+    runs (the ignored disposition survives exec, and Python keeps it)."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except (ValueError, OSError):  # not the main thread: nothing to protect here
+        previous = None
+    try:
+        for _ in range(workers):  # fork starts all at the first task, spawn one per task
+            pool.submit(_nothing)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _start_worker(initializer: Optional[Callable[..., None]], initargs: Sequence[Any]) -> None:

@@ -498,10 +498,11 @@ def _write_in_processes(
                     counts = np.frombuffer(shared, dtype=np.int64)
                     on_progress(int(counts[:num_shards].sum()), int(counts[num_shards:].sum()))
         except Exception:
-            for future in pending:
-                future.cancel()
-            wait(pending)  # the shards being written finish: keep them too
-            _commit_written(pending, job, results)
+            pool.shutdown(wait=False, cancel_futures=True)  # the pool cancels what has not started
+            while pending:  # the shards being written finish: keep them too
+                done, pending = wait(pending, timeout=POLL_SECONDS)
+                _commit_written(done, job, results)
+                check_interrupt()
             raise
     return results
 

@@ -160,3 +160,44 @@ def test_resume_of_a_complete_dataset_refuses_other_options(blob_src, tmp_path):
     older = run_cli("build", str(blob_src / "00001"), str(dst), "--shard-size", "1MB", "--resume", "-q")
     assert older.returncode == 0 and "already complete" in older.stdout, older.stderr
     assert run_cli("build", str(blob_src / "00001"), str(dst), "--rows", "--shard-size", "1MB", "--resume", "-q").returncode == 2
+
+
+_STUCK_WORKER = r"""
+import os, signal, sys, threading, time
+from pathlib import Path
+
+import packer.write as write
+from packer import BuildOptions, PackerError, plan_build, write_planned
+
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
+src.mkdir()
+for i in range(8):
+    (src / f"{i}.txt").write_text(str(i))
+plan_build(src, dst, BuildOptions(num_shards=4, shuffle=False, quiet=True))
+real = write._run_in_worker
+
+
+def stuck_or_failing(shard):
+    if shard == 0:
+        raise PackerError("shard 0 fails")
+    if shard == 1:
+        time.sleep(60)  # a read that hangs, e.g. on a lost network mount
+    return real(shard)
+
+
+write._run_in_worker = stuck_or_failing
+threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+start = time.monotonic()
+try:
+    write_planned(dst, workers=2)
+except BaseException as exc:
+    print(f"{type(exc).__name__} after {time.monotonic() - start:.0f} s")
+"""
+
+
+def test_ctrl_c_stops_the_wait_for_a_stuck_worker_after_an_error(tmp_path):
+    """After one shard fails, the build waits for the shards being written;
+    Ctrl-C during that wait must stop it at once, even if a worker hangs."""
+    result = subprocess.run([sys.executable, "-c", _STUCK_WORKER, str(tmp_path / "src"), str(tmp_path / "dst")],
+                            capture_output=True, text=True, timeout=50)
+    assert result.stdout.strip() in ("KeyboardInterrupt after 1 s", "KeyboardInterrupt after 2 s"), result.stdout + result.stderr
