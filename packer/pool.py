@@ -86,7 +86,8 @@ def finish_after_error(pool: ProcessPoolExecutor, processes: Optional[dict], che
 def results_in_order(futures: Iterable[Future], check: Callable[[], None]) -> Iterator[Any]:
     """Each future's result in turn, checking for Ctrl-C while waiting."""
     for future in futures:
-        while not wait([future], timeout=POLL_SECONDS).done:
+        while not future.done():  # (a future the pool cancels at shutdown never counts as done for wait())
+            wait([future], timeout=POLL_SECONDS)
             check()
         check()
         yield future.result()

@@ -500,7 +500,11 @@ def _write_in_processes(
         except Exception:
             pool.shutdown(wait=False, cancel_futures=True)  # the pool cancels what has not started
             while pending:  # the shards being written finish: keep them too
-                done, pending = wait(pending, timeout=POLL_SECONDS)
+                wait(pending, timeout=POLL_SECONDS)
+                # done(), not wait()'s answer: wait() never counts a future the
+                # pool cancels at shutdown as done (it is not "notified").
+                done = {f for f in pending if f.done()}
+                pending -= done
                 _commit_written(done, job, results)
                 check_interrupt()
             raise

@@ -314,10 +314,12 @@ def test_shards_written_before_a_failure_are_kept_for_resume(tmp_path, workers):
 
     src = tmp_path / "src"
     src.mkdir()
-    for i in range(64):
+    for i in range(256):
         (src / f"{i:03d}.bin").write_bytes(os.urandom(50_000))
     dst = tmp_path / "dst"
-    plan_build(src, dst, BuildOptions(num_shards=8, shuffle=False, quiet=True))
+    # Enough shards that some have not started when shard 0 fails: the pool
+    # cancels those, and waiting for them once hung the build.
+    plan_build(src, dst, BuildOptions(num_shards=32, shuffle=False, quiet=True))
     with open(src / "000.bin", "ab") as f:  # the first file of shard 0 grows
         f.write(b"more")
     with pytest.raises(PackerError, match=r"000\.bin: changed during the build .*shard shard-000000\.tar"):
