@@ -6,13 +6,13 @@ name and its size checked against the plan; then it is flushed to disk
 (fsync), renamed into place and recorded as finished (``commit_shard``).
 With several workers the parent process commits each shard while the
 workers go on with the next ones, so waiting for the disk overlaps with
-packing instead of stalling a worker after every shard.  Each source file is checked as it
-is opened: it must still be a regular file with the size and modification
-time the scan saw, and it must not grow while it is read.  (``fsync`` can
-be turned off for scratch builds where durability after a power loss does
-not matter.)  A file that fails stops the build (naming file, shard and
-offset), or with ``on_error="skip"`` its whole sample is left out and
-recorded.
+packing instead of stalling a worker after every shard.  Each source file is
+checked as it is opened: it must still be a regular file with the size and
+modification time the scan saw, and it must not grow while it is read.
+(``fsync`` can be turned off for scratch builds where durability after a
+power loss does not matter.)  A file that fails stops the build (naming
+file, shard and offset), or with ``on_error="skip"`` its whole sample is
+left out and recorded.
 """
 
 from __future__ import annotations
