@@ -55,8 +55,8 @@ def worker_pool(
         pool = ProcessPoolExecutor(workers, mp_context=process_context(), initializer=_start_worker,
                                    initargs=(initializer, tuple(initargs)))
         processes = getattr(pool, "_processes", None)  # not public API: {pid: Process}, filled at launch
-        _launch(pool, workers)
         try:
+            _launch(pool, workers)
             yield pool, check
         except KeyboardInterrupt:
             stop_workers(pool, processes)
@@ -111,13 +111,15 @@ def _launch(pool: ProcessPoolExecutor, workers: int) -> None:
     try:
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     except (ValueError, OSError):  # not the main thread: nothing to protect here
-        previous = None
+        restore = False
+    else:
+        restore = True
     try:
         for _ in range(workers):  # fork starts all at the first task, spawn one per task
             pool.submit(_nothing)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        if restore:
+            signal.signal(signal.SIGINT, _settable(previous))
 
 
 def _nothing() -> None:
@@ -159,8 +161,14 @@ def deferred_interrupts() -> Iterator[Callable[[], None]]:
     try:
         yield check
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, _settable(previous))
     check()
+
+
+def _settable(handler: Any) -> Any:
+    """``handler`` as ``signal.signal`` accepts it (a handler installed
+    outside Python reads as None: restore the default then)."""
+    return signal.SIG_DFL if handler is None else handler
 
 
 def _deliver(handler: Any) -> None:
