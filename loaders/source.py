@@ -164,16 +164,21 @@ def _packed_shard(packed: PackedIndex, shard: int) -> TarIndex:
         member_ext=np.asarray(packed.member_ext[m0:m1]),
         member_offset=np.asarray(packed.member_offset[m0:m1]),
         member_size=np.asarray(packed.member_size[m0:m1]),
-        extensions=[ext.lower() for ext in packed.extensions],
+        extensions=_reader_extensions(packed),
         tar_bytes=int(packed.shards[shard]["num_bytes"]),
     )
+
+
+def _reader_extensions(index: PackedIndex) -> List[str]:
+    """The packed extensions lowercased, as every reader of the tars sees them."""
+    return [ext.lower() for ext in index.extensions]
 
 
 def _from_packed(index: PackedIndex) -> SampleIndex:
     return SampleIndex(
         shard_paths=[str(index.shard_path(j)) for j in range(index.num_shards)],
         shard_bytes=[s["num_bytes"] for s in index.shards],
-        extensions=[ext.lower() for ext in index.extensions],  # as every reader of the tars sees them
+        extensions=_reader_extensions(index),
         keys=index.keys,
         key_offsets=index.key_offsets,
         sample_shard=index.sample_shard,
